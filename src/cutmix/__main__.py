@@ -1,0 +1,3 @@
+from cutmix.cli import main
+
+raise SystemExit(main())

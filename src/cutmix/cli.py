@@ -1,0 +1,66 @@
+"""The `cutmix` command: a thin shell over library functions.
+
+Each subcommand lives beside the code it drives and contributes itself through an
+``add_parser(subparsers)`` function that sets ``func(args) -> int`` on its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import cutmix
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2, no traceback."""
+
+
+def _subcommand_modules() -> list:
+    # Imported lazily so `cutmix --version` stays fast and one broken optional dependency
+    # does not take every subcommand down with it.
+    from cutmix import demo
+
+    modules = [demo]
+    try:
+        from cutmix import preview
+    except ImportError:  # the data layer is optional until it lands
+        preview = None
+    if preview is not None:
+        modules.append(preview)
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cutmix",
+        description="Per-sample CutMix / MixUp / Cutout for PyTorch, and the Keras CutMix "
+        "CIFAR-10 experiment done properly.",
+    )
+    parser.add_argument("--version", action="version", version=f"cutmix {cutmix.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _subcommand_modules():
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, OSError) as exc:
+        print(f"cutmix {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cutmix {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
