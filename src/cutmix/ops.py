@@ -41,6 +41,8 @@ DATA_FORMATS = ("channels_first", "channels_last")
 
 # Columns of MixParams.table. One float32 table per batch, so moving the parameters to a GPU is
 # a single small copy. float32 holds every integer below 2**24 exactly (checked in _check_sizes).
+# After the fixed columns come H row flags and W column flags of the box (none for MixUp): their
+# outer product is the box mask, so applying a box costs one multiplication on the device.
 _LAM, _WEIGHT, _PARTNER, _Y0, _Y1, _X0, _X1, _APPLIED, _CY, _CX = range(10)
 _COLUMNS = 10
 _MAX_EXACT = 2**24
@@ -50,7 +52,8 @@ _MAX_EXACT = 2**24
 class MixParams:
     """The parameters drawn for one batch of B samples.
 
-    ``table`` is a float32 (B, 10) tensor; read it through the properties:
+    ``table`` is a float32 (B, 10 + H + W) tensor (H = W = 0 for MixUp); read it through the
+    properties:
 
     * ``lam`` (B,) float32: λ as drawn from Beta(α, α) (1 for Cutout);
     * ``weight`` (B,) float32: the weight of the sample's own target in its mixed target, recomputed
@@ -65,6 +68,8 @@ class MixParams:
 
     kind: Literal["cutmix", "mixup", "cutout"]
     table: Tensor
+    height: int = 0
+    width: int = 0
 
     @property
     def lam(self) -> Tensor:
@@ -91,6 +96,16 @@ class MixParams:
         return self.table[:, _CY : _CX + 1].long()
 
     @property
+    def box_rows(self) -> Tensor:
+        """(B, H) float32: 1 for the rows the box covers."""
+        return self.table[:, _COLUMNS : _COLUMNS + self.height]
+
+    @property
+    def box_cols(self) -> Tensor:
+        """(B, W) float32: 1 for the columns the box covers."""
+        return self.table[:, _COLUMNS + self.height :]
+
+    @property
     def batch_size(self) -> int:
         return self.table.shape[0]
 
@@ -98,7 +113,7 @@ class MixParams:
         """The same parameters on ``device`` (one copy of the table)."""
         if self.table.device == torch.device(device):
             return self
-        return MixParams(self.kind, self.table.to(device, non_blocking=True))
+        return MixParams(self.kind, self.table.to(device, non_blocking=True), self.height, self.width)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,20 +189,26 @@ def _partners(batch_size: int, partner: str, generator: torch.Generator) -> np.n
     return index[::-1].copy()  # "flip", as timm: sample i is paired with sample B - 1 - i
 
 
-def _table(n: int) -> np.ndarray:
-    table = np.zeros((n, _COLUMNS), dtype=np.float64)
+def _table(n: int, height: int = 0, width: int = 0) -> np.ndarray:
+    table = np.zeros((n, _COLUMNS + height + width), dtype=np.float64)
     table[:, _LAM] = 1.0
     table[:, _WEIGHT] = 1.0
     table[:, _PARTNER] = np.arange(n)
     return table
 
 
-def _finish(kind: str, table: np.ndarray, applied: np.ndarray) -> MixParams:
-    """Marks unapplied rows as untouched (own partner, empty box, weight 1) and packs the table."""
+def _finish(kind: str, table: np.ndarray, applied: np.ndarray, height: int = 0, width: int = 0) -> MixParams:
+    """Marks unapplied rows as untouched (weight 1, empty box), adds the box's row and column
+    flags, and packs the table."""
     table[:, _APPLIED] = applied
     table[~applied, _WEIGHT] = 1.0
     table[~applied, _Y0 : _X1 + 1] = 0
-    return MixParams(kind, torch.from_numpy(table.astype(np.float32)))
+    if height and width:
+        rows, cols = np.arange(height), np.arange(width)
+        y0, y1, x0, x1 = (table[:, c : c + 1] for c in (_Y0, _Y1, _X0, _X1))
+        table[:, _COLUMNS : _COLUMNS + height] = (rows >= y0) & (rows < y1)
+        table[:, _COLUMNS + height :] = (cols >= x0) & (cols < x1)
+    return MixParams(kind, torch.from_numpy(table.astype(np.float32)), height, width)
 
 
 def _draw_partners_and_p(
@@ -246,13 +267,13 @@ def sample_cutmix_params(
     area = (y1 - y0) * (x1 - x0)
     applied &= area > 0  # an empty box mixes nothing (the seed pastes a 1-pixel patch instead)
 
-    table = _table(batch_size)
+    table = _table(batch_size, height, width)
     table[:, _LAM] = lam
     table[:, _WEIGHT] = 1.0 - area / float(height * width)
     table[:, _PARTNER] = partners
     table[:, _Y0], table[:, _Y1], table[:, _X0], table[:, _X1] = y0, y1, x0, x1
     table[:, _CY], table[:, _CX] = cy, cx
-    return _finish("cutmix", table, applied)
+    return _finish("cutmix", table, applied, height, width)
 
 
 def sample_mixup_params(
@@ -301,10 +322,10 @@ def sample_cutout_params(
     x0, x1 = np.clip(cx - size_w // 2, 0, width), np.clip(cx - size_w // 2 + size_w, 0, width)
     applied = (uniforms[:, 0] < p) & ((y1 - y0) * (x1 - x0) > 0)
 
-    table = _table(batch_size)
+    table = _table(batch_size, height, width)
     table[:, _Y0], table[:, _Y1], table[:, _X0], table[:, _X1] = y0, y1, x0, x1
     table[:, _CY], table[:, _CX] = cy, cx
-    return _finish("cutout", table, applied)
+    return _finish("cutout", table, applied, height, width)
 
 
 def _check_cutout_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -323,46 +344,58 @@ def _check_cutout_size(size: int | tuple[int, int]) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _box_mask(params: MixParams, height: int, width: int, data_format: str, device: torch.device) -> Tensor:
-    """Bool mask, True inside each sample's box: (B, 1, H, W) or (B, H, W, 1) by ``data_format``."""
-    box = params.box
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    in_rows = (rows >= box[:, 0:1]) & (rows < box[:, 1:2])  # (B, H)
-    in_cols = (cols >= box[:, 2:3]) & (cols < box[:, 3:4])  # (B, W)
-    mask = in_rows[:, :, None] & in_cols[:, None, :]  # (B, H, W)
+def _box_mask(params: MixParams, data_format: str, dtype: torch.dtype) -> Tensor:
+    """Mask of ``dtype`` (bool, or 0/1 numbers), set inside each sample's box: (B, 1, H, W) for
+    channels_first or (B, H, W, 1) for channels_last."""
+    if params.height == 0:
+        raise ValueError(f"params: expected box parameters (CutMix or Cutout), got {params.kind!r} ones")
+    rows, cols = params.box_rows.to(dtype), params.box_cols.to(dtype)
+    mask = rows[:, :, None] & cols[:, None, :] if dtype == torch.bool else rows[:, :, None] * cols[:, None, :]
     return mask[:, None] if data_format == "channels_first" else mask[..., None]
+
+
+def _check_params_size(params: MixParams, height: int, width: int) -> None:
+    if (params.height, params.width) != (height, width):
+        raise ValueError(
+            f"params: expected parameters drawn for {height}x{width} images, "
+            f"got {params.height}x{params.width}"
+        )
 
 
 def _spatial_size(images: Tensor, data_format: str) -> tuple[int, int]:
     return (images.shape[2], images.shape[3]) if data_format == "channels_first" else images.shape[1:3]
 
 
-def _select(mask: Tensor, inside: Tensor, outside: Tensor) -> Tensor:
-    """``where(mask, inside, outside)`` into a tensor laid out like ``outside``.
+def _mask_dtype(images: Tensor) -> torch.dtype:
+    return torch.bool if images.device.type != "cpu" else images.dtype
 
-    On the CPU ``torch.where`` is several times slower than a blend, so blend with 0/1 weights, which
-    is exact: ``lerp`` for floating point, modular arithmetic for integers.
+
+def _paste(out: Tensor, images: Tensor, mask: Tensor) -> Tensor:
+    """Turns ``out``, which holds the partners, into ``where(mask, out, images)`` in place.
+
+    Blending in place into the buffer that received the partners saves a pass over memory and an
+    allocation. On the CPU ``torch.where`` is several times slower than a blend, so blend there with
+    0/1 weights, which is exact: ``lerp`` for floating point, modular arithmetic for integers.
     """
-    out = torch.empty_like(outside)
-    if outside.device.type != "cpu":
-        return torch.where(mask, inside, outside, out=out)
-    if outside.is_floating_point():
-        return torch.lerp(outside, inside, mask.to(outside.dtype), out=out)
-    difference = inside - outside  # wraps around for integers; the sum below wraps back exactly
-    difference.mul_(mask.to(outside.dtype))
-    return torch.add(outside, difference, out=out)
+    if mask.dtype == torch.bool:
+        return torch.where(mask, out, images, out=out)
+    if out.is_floating_point():
+        return torch.lerp(images, out, mask, out=out)
+    return out.sub_(images).mul_(mask).add_(images)  # wraps around for integers, then back exactly
 
 
-def _mix_targets(targets: Tensor, partner_targets: Tensor, params: MixParams) -> Tensor:
+def _partner_images(images: Tensor, images2: Tensor | None, params: MixParams) -> Tensor:
+    """A new tensor laid out like ``images`` holding each sample's partner."""
+    out = torch.empty_like(images)
+    if images2 is not None:  # the seed's pairing: sample i meets sample i of another shuffled batch
+        return out.copy_(images2)
+    return torch.index_select(images, 0, params.partner, out=out)
+
+
+def _mix_targets(targets: Tensor, targets2: Tensor | None, params: MixParams) -> Tensor:
+    partner_targets = targets2 if targets2 is not None else targets.index_select(0, params.partner)
     weight = params.weight[:, None]
     return targets * weight + partner_targets * (1.0 - weight)
-
-
-def _partner_batch(batch: Tensor, second: Tensor | None, params: MixParams) -> Tensor:
-    if second is not None:
-        return second  # the seed's pairing: sample i meets sample i of an independently shuffled batch
-    return batch.index_select(0, params.partner)
 
 
 def apply_cutmix(
@@ -381,9 +414,10 @@ def apply_cutmix(
     """
     params = params.to(images.device)
     height, width = _spatial_size(images, data_format)
-    mask = _box_mask(params, height, width, data_format, images.device)
-    mixed = _select(mask, _partner_batch(images, images2, params), images)
-    return mixed, _mix_targets(targets, _partner_batch(targets, targets2, params), params)
+    _check_params_size(params, height, width)
+    mask = _box_mask(params, data_format, _mask_dtype(images))
+    mixed = _paste(_partner_images(images, images2, params), images, mask)
+    return mixed, _mix_targets(targets, targets2, params)
 
 
 def apply_mixup(
@@ -398,16 +432,14 @@ def apply_mixup(
     """``λ·x + (1−λ)·x_partner`` per sample, targets likewise. Integer images are computed in float32
     and rounded to nearest; half and bfloat16 images are computed in float32 too."""
     params = params.to(images.device)
-    partner_images = _partner_batch(images, images2, params)
+    partner_images = _partner_images(images, images2, params)
     compute_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     weight = params.weight.to(compute_dtype).view(-1, 1, 1, 1)
     mixed = torch.lerp(partner_images.to(compute_dtype), images.to(compute_dtype), weight)
     if not images.is_floating_point():
         info = torch.iinfo(images.dtype)
         mixed = mixed.round_().clamp_(info.min, info.max)
-    out = torch.empty_like(images)
-    out.copy_(mixed)
-    return out, _mix_targets(targets, _partner_batch(targets, targets2, params), params)
+    return partner_images.copy_(mixed), _mix_targets(targets, targets2, params)
 
 
 def apply_cutout(
@@ -416,8 +448,15 @@ def apply_cutout(
     """Fills each sample's box with ``fill`` (0 by default). Returns a new tensor."""
     params = params.to(images.device)
     height, width = _spatial_size(images, data_format)
-    mask = _box_mask(params, height, width, data_format, images.device)
-    return _select(mask, torch.tensor(fill, dtype=images.dtype, device=images.device), images)
+    _check_params_size(params, height, width)
+    mask = _box_mask(params, data_format, _mask_dtype(images))
+    out = torch.empty_like(images)
+    fill_value = torch.tensor(fill, dtype=images.dtype, device=images.device)
+    if mask.dtype == torch.bool:
+        return torch.where(mask, fill_value, images, out=out)
+    if images.is_floating_point():
+        return torch.lerp(images, fill_value, mask, out=out)
+    return torch.mul(images, 1 - mask, out=out).add_(mask * fill_value)
 
 
 # ----------------------------------------------------------------------------------------------
