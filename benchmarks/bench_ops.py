@@ -96,7 +96,9 @@ def report(title: str, rates: dict[str, float], copy: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=1.5, help="timing window per measurement")
     parser.add_argument("--quick", action="store_true", help="batch 128 only")

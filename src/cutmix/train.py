@@ -1,0 +1,611 @@
+"""Training: one run of ResNet on one dataset with one mixing op, on the CPU, one GPU or many (DDP).
+
+``train(config, out_dir)`` is the whole loop; ``cutmix train`` is a thin shell over it. A run folder
+holds ``config.json`` (resolved configuration, versions, hardware, git commit), ``init.pt`` (the
+initial weights, shared by every arm of a comparison), ``metrics.jsonl`` (one line per epoch),
+``checkpoint.pt`` (written atomically every epoch; ``resume=True`` continues from it) and
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cutmix.data import DeviceLoader, load_dataset, stratified_split
+from cutmix.models import l2_penalty, param_groups, resnet_v1
+from cutmix.ops import CutMix, Cutout, MixUp, to_targets
+from cutmix.runinfo import atomic_torch_save, atomic_write_json, environment
+
+MIXES = ("none", "cutmix", "mixup", "cutout")
+AUGMENTS = ("none", "crop-flip")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "onecycle", "cosine")
+PARTNERS = ("permute", "roll", "flip", "stream")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# CIFAR-10 training-set channel statistics, in [0, 1] units (used when normalize=True).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. ``RECIPES`` fill it; explicit options override a recipe."""
+
+    data: str = "synthetic"
+    mix: str = "none"
+    alpha: float = 1.0
+    mix_p: float = 1.0
+    cutout_size: int = 16
+    partner: str = "permute"  # "stream": the seed's second, independently shuffled stream
+    mix_off_epochs: int = 0  # no mixing in the last N epochs
+    augment: str = "none"
+    normalize: bool = False
+    epochs: int = 15
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = True
+    adam_eps: float = 1e-7  # Keras' default, not PyTorch's 1e-8
+    weight_decay: float = 0.0  # optimizer decay on conv kernels (SGD)
+    l2: float = 1e-4  # Keras-style 1e-4·Σw² on conv kernels, added to the loss
+    schedule: str = "constant"
+    warmup: float = 0.25  # onecycle: share of steps spent rising to the peak lr
+    label_smoothing: float = 0.0
+    tta_flip: bool = False
+    depth: int = 20
+    bn_momentum: float = 0.01  # PyTorch convention; 0.01 is Keras' momentum=0.99
+    seed: int = 0
+    init: str | None = None
+    val: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    eval_batch_size: int = 1000
+    stop_on_divergence: bool = False
+    recipe: str = "seed"
+
+    def validate(self) -> TrainConfig:
+        for name, value, choices in (
+            ("mix", self.mix, MIXES),
+            ("augment", self.augment, AUGMENTS),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("partner", self.partner, PARTNERS),
+            ("precision", self.precision, PRECISIONS),
+            ("recipe", self.recipe, (*RECIPES, "custom")),
+        ):
+            if value not in choices:
+                raise ValueError(f"--{name}: expected one of {', '.join(choices)}, got {value!r}")
+        positive_ints = (
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+        )
+        for name, value in positive_ints:
+            if value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr: expected a finite number > 0, got {self.lr}")
+        if self.val < 0:
+            raise ValueError(f"--val: expected an integer >= 0, got {self.val}")
+        if not 0 < self.bn_momentum <= 1:
+            raise ValueError(f"--bn-momentum: expected a number in (0, 1], got {self.bn_momentum}")
+        if not 0 <= self.mix_off_epochs <= self.epochs:
+            raise ValueError(f"--mix-off-epochs: expected 0..{self.epochs}, got {self.mix_off_epochs}")
+        if self.init is not None and not Path(self.init).is_file():
+            raise ValueError(f"--init: expected a file of initial weights, got {self.init!r} (not found)")
+        return self
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # The Keras example's choices, with two deliberate fixes: every arm gets a full shuffle each
+    # epoch, and an empty box mixes nothing (the seed pastes a 1-pixel patch).
+    "seed": dict(
+        mix_p=1.0,
+        alpha=0.25,
+        partner="stream",
+        augment="none",
+        normalize=False,
+        epochs=15,
+        batch_size=32,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        l2=1e-4,
+        schedule="constant",
+        label_smoothing=0.0,
+        tta_flip=False,
+        mix_off_epochs=0,
+        bn_momentum=0.01,
+    ),
+    # A strong 15-epoch recipe for ResNet-20 (see README "Results" for how it was chosen).
+    "fast": dict(
+        mix_p=0.5,
+        alpha=1.0,
+        partner="permute",
+        augment="crop-flip",
+        normalize=True,
+        epochs=15,
+        batch_size=256,
+        optimizer="sgd",
+        lr=0.2,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        l2=0.0,
+        schedule="onecycle",
+        warmup=0.2,
+        label_smoothing=0.1,
+        tta_flip=True,
+        mix_off_epochs=2,
+        bn_momentum=0.1,
+    ),
+}
+
+
+def resolve_config(recipe: str = "seed", **overrides: Any) -> TrainConfig:
+    """A validated config: ``recipe``'s values, then every override that is not None."""
+    if recipe not in RECIPES:
+        raise ValueError(f"--recipe: expected one of {', '.join(RECIPES)}, got {recipe!r}")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"unknown config fields: {', '.join(sorted(unknown))}")
+    values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(recipe=recipe, **values).validate()
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str) -> tuple[Distributed, torch.device]:
+    """Joins the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world_size <= 1:
+        return Distributed(), torch.device(device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.device(device).type == "cuda"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        target = torch.device("cuda", local_rank)
+    else:
+        target = torch.device(device)
+    return Distributed(dist.get_rank(), dist.get_world_size(), local_rank), target
+
+
+def build_mixer(config: TrainConfig, num_classes: int, generator: torch.Generator):
+    """The mixing op of ``config`` (None for ``mix="none"``), drawing from ``generator``."""
+    common = dict(num_classes=num_classes, label_smoothing=config.label_smoothing, generator=generator)
+    partner = "permute" if config.partner == "stream" else config.partner
+    if config.mix == "cutmix":
+        return CutMix(alpha=config.alpha, p=config.mix_p, partner=partner, **common)
+    if config.mix == "mixup":
+        return MixUp(alpha=config.alpha, p=config.mix_p, partner=partner, **common)
+    if config.mix == "cutout":
+        return Cutout(size=config.cutout_size, p=config.mix_p, **common)
+    return None
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        groups = param_groups(model, config.weight_decay) if config.weight_decay else model.parameters()
+        return torch.optim.Adam(groups, lr=config.lr, betas=(0.9, 0.999), eps=config.adam_eps)
+    groups = param_groups(model, config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup: float) -> float:
+    """The multiplier of the peak lr at ``step`` (0-based) of ``total_steps``."""
+    if schedule == "constant":
+        return 1.0
+    progress = min(step / max(total_steps, 1), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    # onecycle: linear from 0.1 up to 1 over the warm-up, then linear down to 0.
+    if progress < warmup:
+        return 0.1 + 0.9 * progress / warmup
+    return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+def precision_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPU by default; on the CPU only when asked (measured slower here)."""
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DeviceLoader,
+    num_classes: int,
+    autocast: torch.dtype | None,
+    tta_flip: bool = False,
+    dist_info: Distributed | None = None,
+) -> dict[str, Any]:
+    """Loss, accuracy and per-class accuracy over ``loader`` (one pass, no augmentation).
+
+    With ``tta_flip`` the predictions average the softmax of each image and its mirror image.
+    Under DDP each rank evaluates its own shard and the counts are summed.
+    """
+    was_training = model.training
+    model.eval()
+    device = loader.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros(num_classes, device=device, dtype=torch.float64)
+    total = torch.zeros(num_classes, device=device, dtype=torch.float64)
+    for images, labels in loader:
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            logits = model(images).float()
+            if tta_flip:
+                probs = 0.5 * (logits.softmax(1) + model(images.flip(3)).float().softmax(1))
+                logits = probs.clamp_min(1e-12).log()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+        hits = (logits.argmax(1) == labels).double()
+        correct.index_add_(0, labels, hits)
+        total.index_add_(0, labels, torch.ones_like(hits))
+    if dist_info is not None and dist_info.enabled:
+        for tensor in (loss_sum, correct, total):
+            dist.all_reduce(tensor)
+    model.train(was_training)
+    count = total.sum().clamp_min(1)
+    per_class = (correct / total.clamp_min(1)).tolist()
+    return {"loss": (loss_sum / count).item(), "acc": (correct.sum() / count).item(), "per_class": per_class}
+
+
+def divergence(history: list[dict[str, Any]], num_classes: int) -> str | None:
+    """Why the run looks diverged, or None: a non-finite loss, or test accuracy fallen back to
+    chance after having been well above it (the seed's no-augmentation arm fell from 63% to 10%)."""
+    last = history[-1]
+    if not math.isfinite(last["train_loss"]) or not math.isfinite(last["test_loss"]):
+        return "non-finite loss"
+    chance = 1.0 / num_classes
+    best = max(h["test_acc"] for h in history)
+    if best >= max(2 * chance, chance + 0.2) and last["test_acc"] <= 1.5 * chance:
+        return f"test accuracy collapsed to {last['test_acc']:.2%} (chance {chance:.0%}) from {best:.2%}"
+    return None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Loads a checkpoint with ``weights_only=True``: a file from elsewhere cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{path}: not a readable cutmix checkpoint ({exc})") from exc
+
+
+def load_weights(path: str | Path) -> dict[str, Tensor]:
+    """A model state dict from an ``init.pt`` or a ``checkpoint.pt``."""
+    state = load_checkpoint(path)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a model state dict or a cutmix checkpoint")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, Any]] = field(default_factory=list)
+    diverged: str | None = None
+
+
+def _seeded(seed: int, *salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *salt]).generate_state(1)[0]))
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """Trains ``config`` into ``out_dir`` and returns the summary (also written to summary.json).
+
+    With ``resume=True`` and a ``checkpoint.pt`` in ``out_dir``, continues where it stopped; the
+    result is bit-for-bit that of an uninterrupted run on the CPU.
+    """
+    out_dir = Path(out_dir)
+    dist_info, device = setup_distributed(config.device)
+    checkpoint_path = out_dir / "checkpoint.pt"
+    if checkpoint_path.exists() and not resume:
+        raise ValueError(f"--out: {out_dir} already holds a run; pass --resume to continue it")
+
+    # Data: the whole split on the device; the validation split held out of train by count.
+    dataset = load_dataset(config.data, progress=progress and dist_info.is_main)
+    num_classes = len(dataset.classes)
+    train_images, train_labels = dataset.train_images, dataset.train_labels
+    val_loader = None
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if config.normalize else (None, None)
+    eval_kwargs = dict(
+        batch_size=config.eval_batch_size,
+        device=device,
+        shuffle=False,
+        drop_last=False,
+        mean=mean,
+        std=std,
+        channels_last=config.channels_last,
+    )
+    shard = slice(dist_info.rank, None, dist_info.world_size)
+    if config.val:
+        train_idx, val_idx = stratified_split(train_labels, config.val, seed=config.seed)
+        val_idx = np.sort(val_idx)[shard]
+        val_loader = DeviceLoader(train_images[val_idx], train_labels[val_idx], **eval_kwargs)
+        train_images, train_labels = train_images[np.sort(train_idx)], train_labels[np.sort(train_idx)]
+    test_loader = DeviceLoader(dataset.test_images[shard], dataset.test_labels[shard], **eval_kwargs)
+    if config.batch_size % dist_info.world_size:
+        raise ValueError(
+            f"--batch-size: expected a multiple of the {dist_info.world_size} processes, "
+            f"got {config.batch_size}"
+        )
+    train_loader = DeviceLoader(
+        train_images,
+        train_labels,
+        config.batch_size // dist_info.world_size,
+        device=device,
+        augment=config.augment,
+        mean=mean,
+        std=std,
+        channels_last=config.channels_last,
+        seed=config.seed,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        paired=config.mix in ("cutmix", "mixup") and config.partner == "stream",
+    )
+
+    # Model: seeded initial weights, or the shared ones given by --init (written for the record).
+    model = resnet_v1(config.depth, num_classes, generator=_seeded(config.seed, 1))
+    if config.init:
+        model.load_state_dict(load_weights(config.init))
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = config.bn_momentum
+    if dist_info.is_main and not (out_dir / "init.pt").exists():
+        atomic_torch_save(out_dir / "init.pt", model.state_dict())
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config)
+    total_steps = config.epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, config.schedule, config.warmup)
+    )
+    # Per-rank mixing draws: partners are drawn within each rank's batch.
+    mix_generator = _seeded(config.seed, 2, dist_info.rank)
+    mixer = build_mixer(config, num_classes, mix_generator)
+    state = RunState()
+
+    if resume and checkpoint_path.exists():
+        checkpoint = load_checkpoint(checkpoint_path)
+        if checkpoint["config"] != asdict(config):
+            raise ValueError(
+                f"--resume: {checkpoint_path} was written with another configuration; "
+                "use a new --out or the same options"
+            )
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        mix_generator.set_state(checkpoint["mix_rng"][dist_info.rank])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        state = RunState(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["diverged"])
+        if dist_info.is_main:
+            print(f"resuming {out_dir} after epoch {state.epoch} of {config.epochs}", flush=True)
+
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out_dir / "config.json", {"config": asdict(config), **environment(device, argv)})
+        _rewrite_metrics(out_dir / "metrics.jsonl", state.history)
+
+    net: nn.Module = model
+    if dist_info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        net = torch.compile(net)
+    autocast = precision_dtype(config, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    started = time.perf_counter() - sum(h["epoch_time"] for h in state.history)
+    for epoch in range(state.epoch, config.epochs):
+        train_loader.set_epoch(epoch)
+        mixing = mixer is not None and epoch < config.epochs - config.mix_off_epochs
+        epoch_start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.float64)
+        seen = 0
+        bar = _progress(
+            len(train_loader) * train_loader.batch_size,
+            f"epoch {epoch + 1}/{config.epochs}",
+            progress and dist_info.is_main,
+        )
+        for batch in train_loader:
+            images, labels = batch[0], batch[1]
+            if mixing:
+                images, targets = mixer(images, labels, *batch[2:])
+            else:
+                targets = to_targets(labels, num_classes, config.label_smoothing)
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                logits = net(images)
+            loss = F.cross_entropy(logits.float(), targets)
+            objective = loss + l2_penalty(model, config.l2) if config.l2 else loss
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach().double() * labels.shape[0]
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            if bar is not None:
+                bar.update(labels.shape[0])
+        if bar is not None:
+            bar.close()
+        totals = torch.stack(
+            [loss_sum, correct, torch.tensor(float(seen), device=device, dtype=torch.float64)]
+        )
+        if dist_info.enabled:
+            dist.all_reduce(totals)
+        train_time = time.perf_counter() - epoch_start
+        test = evaluate(net, test_loader, num_classes, autocast, config.tta_flip, dist_info)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": totals[0].item() / totals[2].item(),
+            "train_acc": totals[1].item() / totals[2].item(),
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+            "test_per_class": test["per_class"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": totals[2].item() / train_time,
+            "train_time": train_time,
+            "mixing": mixing,
+            "tta_flip": config.tta_flip,
+        }
+        if val_loader is not None:
+            val = evaluate(net, val_loader, num_classes, autocast, config.tta_flip, dist_info)
+            record.update(val_loss=val["loss"], val_acc=val["acc"])
+        record["epoch_time"] = time.perf_counter() - epoch_start
+        record["wall_time"] = time.perf_counter() - started
+        state.history.append(record)
+        reason = divergence(state.history, num_classes)
+        record["diverged"] = reason
+        state.diverged = state.diverged or reason
+        state.epoch = epoch + 1
+
+        mix_states = [mix_generator.get_state()]
+        if dist_info.enabled:
+            mix_states = [None] * dist_info.world_size
+            dist.all_gather_object(mix_states, mix_generator.get_state())
+        if dist_info.is_main:
+            with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            atomic_torch_save(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": state.epoch,
+                    "history": state.history,
+                    "diverged": state.diverged,
+                    "mix_rng": mix_states,
+                    "torch_rng": torch.get_rng_state(),
+                    "config": asdict(config),
+                },
+            )
+            if progress:
+                line = (
+                    f"epoch {epoch + 1}/{config.epochs}  loss {record['train_loss']:.4f}  "
+                    f"test acc {record['test_acc']:.2%}  {record['images_per_s']:,.0f} img/s"
+                )
+                if "val_acc" in record:
+                    line += f"  val acc {record['val_acc']:.2%}"
+                print(line + (f"  DIVERGED: {reason}" if reason else ""), flush=True)
+        if reason and config.stop_on_divergence:
+            break
+
+    summary = _summary(config, state, out_dir)
+    if dist_info.is_main:
+        atomic_write_json(out_dir / "summary.json", summary)
+    _dump_rank_state(model, dist_info)
+    return summary
+
+
+def _summary(config: TrainConfig, state: RunState, out_dir: Path) -> dict[str, Any]:
+    history = state.history
+    last = history[-1] if history else {}
+    summary: dict[str, Any] = {
+        "out_dir": str(out_dir),
+        "epochs_completed": state.epoch,
+        "epochs": config.epochs,
+        "finished": state.epoch == config.epochs,
+        "test_acc": last.get("test_acc"),
+        "test_loss": last.get("test_loss"),
+        "test_per_class": last.get("test_per_class"),
+        "tta_flip": config.tta_flip,
+        "wall_time": last.get("wall_time"),
+        "train_images_per_s": (float(np.mean([h["images_per_s"] for h in history])) if history else None),
+        "diverged": state.diverged,
+    }
+    if history and "val_acc" in last:
+        best = max(history, key=lambda h: h["val_acc"])
+        summary.update(
+            best_epoch_by_val=best["epoch"],
+            val_acc=last["val_acc"],
+            best_val_acc=best["val_acc"],
+            test_acc_at_best_val=best["test_acc"],
+        )
+    return summary
+
+
+def _rewrite_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    """metrics.jsonl holds exactly the checkpointed epochs (a killed run may have logged one more)."""
+    from cutmix.runinfo import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def _dump_rank_state(model: nn.Module, dist_info: Distributed) -> None:
+    """For tests of DDP: every rank saves its final weights where CUTMIX_RANK_STATE_DIR says."""
+    target = os.environ.get("CUTMIX_RANK_STATE_DIR")
+    if target:
+        atomic_torch_save(Path(target) / f"rank{dist_info.rank}.pt", model.state_dict())
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+
+
+def config_with(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """A copy of ``config`` with ``changes``, validated."""
+    return replace(config, **changes).validate()
