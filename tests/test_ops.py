@@ -42,7 +42,11 @@ def index_images(
 ) -> torch.Tensor:
     """Every pixel of sample b holds b + offset (exact in every dtype tested for values < 256)."""
     values = (torch.arange(batch) + offset).view(batch, 1, 1, 1).to(dtype)
-    shape = (batch, channels, height, width) if data_format == "channels_first" else (batch, height, width, channels)
+    shape = (
+        (batch, channels, height, width)
+        if data_format == "channels_first"
+        else (batch, height, width, channels)
+    )
     return values.expand(shape).clone()
 
 
@@ -77,9 +81,7 @@ def rectangle_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(y0), int(y1), int(x0), int(x1)
 
 
-shapes = st.tuples(
-    st.integers(1, 9), st.integers(1, 4), st.integers(1, 13), st.integers(1, 13)
-)  # B, C, H, W
+shapes = st.tuples(st.integers(1, 9), st.integers(1, 4), st.integers(1, 13), st.integers(1, 13))  # B, C, H, W
 
 
 @settings(max_examples=150, deadline=None)
@@ -143,7 +145,9 @@ def test_cutmix_read_back_from_pixels(shape, dtype, data_format, partner, box, a
 
 
 @settings(max_examples=60, deadline=None)
-@given(shape=shapes, data_format=st.sampled_from(["channels_first", "channels_last"]), seed=st.integers(0, 999))
+@given(
+    shape=shapes, data_format=st.sampled_from(["channels_first", "channels_last"]), seed=st.integers(0, 999)
+)
 def test_cutmix_moves_pixels_with_their_position(shape, data_format, seed):
     """Pasted pixels come from the same channel and position of the partner."""
     batch, channels, height, width = shape
@@ -153,9 +157,10 @@ def test_cutmix_moves_pixels_with_their_position(shape, data_format, seed):
     images = (b * 1_000_000 + c * 10_000 + h * 100 + w).to(torch.float64)
     if data_format == "channels_last":
         images = images.permute(0, 2, 3, 1).contiguous()
-    mixed, _, params = CutMix(
-        num_classes=batch, data_format=data_format, generator=gen(seed)
-    )(images, torch.arange(batch), return_params=True)
+    mixed, _, params = CutMix(num_classes=batch, data_format=data_format, generator=gen(seed))(
+        images, torch.arange(batch), return_params=True
+    )
+
     def position_code(t: torch.Tensor) -> torch.Tensor:
         return t - torch.div(t, 1_000_000, rounding_mode="floor") * 1_000_000
 
@@ -163,7 +168,9 @@ def test_cutmix_moves_pixels_with_their_position(shape, data_format, seed):
     sample_of = torch.div(mixed, 1_000_000, rounding_mode="floor").long()
     own = torch.arange(batch).view(-1, 1, 1, 1)
     from_partner = sample_of != own
-    assert torch.equal(sample_of[from_partner], params.partner.view(-1, 1, 1, 1).expand_as(sample_of)[from_partner])
+    assert torch.equal(
+        sample_of[from_partner], params.partner.view(-1, 1, 1, 1).expand_as(sample_of)[from_partner]
+    )
     assert from_partner.any().item() == params.applied.any().item()
 
 
@@ -321,9 +328,9 @@ def test_mixup_read_back_from_pixels(shape, dtype, data_format, seed, paired):
 def test_cutout_read_back_from_pixels(shape, dtype, data_format, size, seed):
     batch, channels, height, width = shape
     images = index_images(batch, channels, height, width, dtype, data_format, offset=1)  # no zero pixels
-    out, targets, params = Cutout(
-        size=size, num_classes=batch, data_format=data_format, generator=gen(seed)
-    )(images, torch.arange(batch), return_params=True)
+    out, targets, params = Cutout(size=size, num_classes=batch, data_format=data_format, generator=gen(seed))(
+        images, torch.arange(batch), return_params=True
+    )
     assert torch.equal(targets, torch.eye(batch))  # labels unchanged
     sources = source_map(out, data_format)
     for i in range(batch):
@@ -394,7 +401,10 @@ def test_works_under_torch_compile():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cpu_and_cuda_agree():
     images = index_images(32, 3, 16, 16, torch.float32, "channels_first")
-    for make in (lambda: CutMix(num_classes=32, generator=gen(9)), lambda: MixUp(num_classes=32, generator=gen(9))):
+    for make in (
+        lambda: CutMix(num_classes=32, generator=gen(9)),
+        lambda: MixUp(num_classes=32, generator=gen(9)),
+    ):
         cpu = make()(images, torch.arange(32), return_params=True)
         gpu = make()(images.cuda(), torch.arange(32).cuda(), return_params=True)
         assert torch.equal(cpu[2].table, gpu[2].table.cpu())
@@ -419,7 +429,11 @@ LABELS = torch.arange(4)
         (lambda: MixUp(alpha=0.0), ValueError, r"alpha"),
         (lambda: CutMix(p=1.5), ValueError, r"p: expected a probability in \[0, 1\], got 1.5"),
         (lambda: Cutout(p=-0.1), ValueError, r"p: expected a probability"),
-        (lambda: CutMix(partner="shuffle"), ValueError, r"partner: expected one of .*'permute'.*got 'shuffle'"),
+        (
+            lambda: CutMix(partner="shuffle"),
+            ValueError,
+            r"partner: expected one of .*'permute'.*got 'shuffle'",
+        ),
         (lambda: CutMix(box="corner"), ValueError, r"box: expected one of 'center', 'inside', got 'corner'"),
         (lambda: CutMix(data_format="NHWC"), ValueError, r"data_format: expected one of .*got 'NHWC'"),
         (lambda: CutMix(num_classes=0), ValueError, r"num_classes: expected an int >= 1"),
@@ -437,16 +451,48 @@ def test_bad_arguments(make, error, match):
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda m: m(IMAGES[0], LABELS), ValueError, r"images: expected a 4-D tensor \(B, C, H, W\), got shape \(3, 8, 8\)"),
+        (
+            lambda m: m(IMAGES[0], LABELS),
+            ValueError,
+            r"images: expected a 4-D tensor \(B, C, H, W\), got shape \(3, 8, 8\)",
+        ),
         (lambda m: m(IMAGES.numpy(), LABELS), TypeError, r"images: expected a torch.Tensor, got ndarray"),
-        (lambda m: m(IMAGES, LABELS[:3]), ValueError, r"labels: expected 4 labels to match images' batch size, got shape \(3,\)"),
-        (lambda m: m(IMAGES, torch.tensor([0, 1, 2, 10])), ValueError, r"labels: expected class ids in \[0, 10\), got values in \[0, 10\]"),
-        (lambda m: m(IMAGES, torch.tensor([0, 1, -1, 2])), ValueError, r"labels: expected class ids in \[0, 10\)"),
+        (
+            lambda m: m(IMAGES, LABELS[:3]),
+            ValueError,
+            r"labels: expected 4 labels to match images' batch size, got shape \(3,\)",
+        ),
+        (
+            lambda m: m(IMAGES, torch.tensor([0, 1, 2, 10])),
+            ValueError,
+            r"labels: expected class ids in \[0, 10\), got values in \[0, 10\]",
+        ),
+        (
+            lambda m: m(IMAGES, torch.tensor([0, 1, -1, 2])),
+            ValueError,
+            r"labels: expected class ids in \[0, 10\)",
+        ),
         (lambda m: m(IMAGES, LABELS.float()), TypeError, r"labels: expected int class ids"),
-        (lambda m: m(IMAGES, torch.zeros(4, 7)), ValueError, r"labels: expected \(B, 10\) probabilities, got \(4, 7\)"),
-        (lambda m: m(IMAGES, LABELS, IMAGES[:, :, :4]), ValueError, r"images2, labels2: expected both or neither"),
-        (lambda m: m(IMAGES, LABELS, IMAGES[:, :, :4], LABELS), ValueError, r"images2: expected the shape and dtype of images \(4, 3, 8, 8\)"),
-        (lambda m: m(IMAGES, LABELS, IMAGES.double(), LABELS), ValueError, r"images2: expected the shape and dtype"),
+        (
+            lambda m: m(IMAGES, torch.zeros(4, 7)),
+            ValueError,
+            r"labels: expected \(B, 10\) probabilities, got \(4, 7\)",
+        ),
+        (
+            lambda m: m(IMAGES, LABELS, IMAGES[:, :, :4]),
+            ValueError,
+            r"images2, labels2: expected both or neither",
+        ),
+        (
+            lambda m: m(IMAGES, LABELS, IMAGES[:, :, :4], LABELS),
+            ValueError,
+            r"images2: expected the shape and dtype of images \(4, 3, 8, 8\)",
+        ),
+        (
+            lambda m: m(IMAGES, LABELS, IMAGES.double(), LABELS),
+            ValueError,
+            r"images2: expected the shape and dtype",
+        ),
         (lambda m: m(IMAGES, LABELS, IMAGES[:2], LABELS[:2]), ValueError, r"images2: expected the shape"),
         (lambda m: m(IMAGES[:0], LABELS[:0]), ValueError, r"images: expected a batch of at least 1 image"),
     ],
@@ -465,3 +511,46 @@ def test_int_labels_without_num_classes():
 def test_channels_last_data_format_message():
     with pytest.raises(ValueError, match=r"images: expected a 4-D tensor \(B, H, W, C\)"):
         CutMix(num_classes=4, data_format="channels_last")(torch.zeros(8, 8, 3), LABELS)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CutMix(num_classes=5, generator=gen(0)),
+        lambda: MixUp(num_classes=5, generator=gen(0)),
+        lambda: Cutout(size=3, num_classes=5, generator=gen(0)),
+        lambda: CutMixOrMixUp(
+            CutMix(num_classes=5, generator=gen(0)), MixUp(num_classes=5, generator=gen(1)), generator=gen(2)
+        ),
+    ],
+)
+def test_state_dict_continues_exactly(make, tmp_path):
+    """An op restored from a checkpointed state gives the batches the original would have given,
+    including those drawn ahead before the checkpoint."""
+    images, labels = torch.rand(6, 3, 8, 8, generator=gen(5)), torch.randint(0, 5, (6,), generator=gen(6))
+    original = make()
+    for _ in range(3):
+        original(images, labels)
+    path = tmp_path / "state.pt"
+    torch.save(original.state_dict(), path)
+    restored = make()
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    for _ in range(40):  # past the batches drawn ahead, into fresh draws
+        a, b = original(images, labels), restored(images, labels)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_batches_drawn_together_match_the_pool():
+    """The class draws parameters for many batches at once; each batch is still per sample."""
+    params = sample_cutmix_params(8, 16, 16, alpha=1.0, generator=gen(0), batches=5)
+    parts = params.split(8)
+    assert len(parts) == 5 and all(part.batch_size == 8 for part in parts)
+    for part in parts:
+        assert sorted(part.partner.tolist()) == list(range(8))  # a permutation within the batch
+    op = CutMix(num_classes=8, generator=gen(0))
+    images = index_images(8, 3, 16, 16, torch.float32, "channels_first")
+    first = op(images, torch.arange(8), return_params=True)[2]
+    assert torch.equal(
+        first.table,
+        sample_cutmix_params(8, 16, 16, alpha=1.0, generator=gen(0), batches=32).split(8)[0].table,
+    )

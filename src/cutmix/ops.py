@@ -27,6 +27,7 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +47,10 @@ DATA_FORMATS = ("channels_first", "channels_last")
 _LAM, _WEIGHT, _PARTNER, _Y0, _Y1, _X0, _X1, _APPLIED, _CY, _CX = range(10)
 _COLUMNS = 10
 _MAX_EXACT = 2**24
+# The classes draw parameters for up to this many batches (and rows) at once: drawing is a few dozen
+# small numpy calls whatever the count, so per batch it then costs a slice.
+_POOL_BATCHES = 32
+_POOL_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,10 @@ class MixParams:
     def batch_size(self) -> int:
         return self.table.shape[0]
 
+    def split(self, batch_size: int) -> list[MixParams]:
+        """Consecutive batches of ``batch_size`` rows (of parameters drawn with ``batches > 1``)."""
+        return [MixParams(self.kind, part, self.height, self.width) for part in self.table.split(batch_size)]
+
     def to(self, device: torch.device | str) -> MixParams:
         """The same parameters on ``device`` (one copy of the table)."""
         if self.table.device == torch.device(device):
@@ -162,15 +171,15 @@ def _check_sizes(batch_size: int, height: int, width: int) -> None:
             raise ValueError(f"{name}: expected an int in [1, {_MAX_EXACT}), got {value!r}")
 
 
-def _beta(alpha: float, n: int, generator: torch.Generator) -> np.ndarray:
-    """n draws of Beta(α, α) as float64, via two Gamma(α, 1) draws."""
-    gammas = torch._standard_gamma(torch.full((2, n), alpha, dtype=torch.float64), generator=generator)
+def _beta(alpha: float, coin: np.ndarray, generator: torch.Generator) -> np.ndarray:
+    """len(coin) draws of Beta(α, α) as float64, via two Gamma(α, 1) draws; ``coin`` holds uniforms."""
+    gammas = torch._standard_gamma(
+        torch.full((2, len(coin)), alpha, dtype=torch.float64), generator=generator
+    )
     g1, g2 = gammas.numpy()
     total = g1 + g2
     # For tiny α both gammas can underflow to 0; Beta(α, α) then sits at 0 or 1 with equal odds.
-    coin = (torch.rand(n, dtype=torch.float64, generator=generator).numpy() < 0.5).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lam = np.where(total > 0, g1 / np.where(total > 0, total, 1.0), coin)
+    lam = np.where(total > 0, g1 / np.maximum(total, np.finfo(np.float64).tiny), coin < 0.5)
     # Rounded to the float32 that MixParams stores, so a replay from the stored λ computes the same box.
     return lam.astype(np.float32).astype(np.float64)
 
@@ -180,20 +189,23 @@ def _uniform_int(uniform: np.ndarray, upper: np.ndarray | int) -> np.ndarray:
     return np.minimum(np.floor(uniform * upper), np.asarray(upper) - 1).astype(np.int64)
 
 
-def _partners(batch_size: int, partner: str, generator: torch.Generator) -> np.ndarray:
+def _partners(batch_size: int, batches: int, partner: str, generator: torch.Generator) -> np.ndarray:
+    """Partner indices, local to each of ``batches`` consecutive batches."""
     index = np.arange(batch_size)
     if partner == "permute":
-        return torch.randperm(batch_size, generator=generator).numpy()
+        return np.concatenate(
+            [torch.randperm(batch_size, generator=generator).numpy() for _ in range(batches)]
+        )
     if partner == "roll":  # as torchvision's v2.CutMix: sample i is paired with sample i - 1
-        return np.roll(index, 1)
-    return index[::-1].copy()  # "flip", as timm: sample i is paired with sample B - 1 - i
+        return np.tile(np.roll(index, 1), batches)
+    return np.tile(index[::-1], batches)  # "flip", as timm: sample i is paired with sample B - 1 - i
 
 
-def _table(n: int, height: int = 0, width: int = 0) -> np.ndarray:
-    table = np.zeros((n, _COLUMNS + height + width), dtype=np.float64)
+def _table(batch_size: int, batches: int, height: int = 0, width: int = 0) -> np.ndarray:
+    table = np.zeros((batch_size * batches, _COLUMNS + height + width), dtype=np.float64)
     table[:, _LAM] = 1.0
     table[:, _WEIGHT] = 1.0
-    table[:, _PARTNER] = np.arange(n)
+    table[:, _PARTNER] = np.tile(np.arange(batch_size), batches)
     return table
 
 
@@ -212,16 +224,17 @@ def _finish(kind: str, table: np.ndarray, applied: np.ndarray, height: int = 0, 
 
 
 def _draw_partners_and_p(
-    batch_size: int, p: float, partner: str | None, generator: torch.Generator
+    batch_size: int, batches: int, p: float, partner: str | None, generator: torch.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Partners (None: an explicit second batch, paired index to index), p-draws and uniforms."""
-    uniforms = torch.rand((batch_size, 3), dtype=torch.float64, generator=generator).numpy()
+    """Partners (None: an explicit second batch, paired index to index), p-draws and uniforms
+    (columns: p-draw, row, column, coin)."""
+    uniforms = torch.rand((batch_size * batches, 4), dtype=torch.float64, generator=generator).numpy()
     applied = uniforms[:, 0] < p
+    local = np.tile(np.arange(batch_size), batches)
     if partner is None:
-        partners = np.arange(batch_size)
-    else:
-        partners = _partners(batch_size, partner, generator)
-        applied &= partners != np.arange(batch_size)  # paired with itself: nothing to mix
+        return local, applied, uniforms
+    partners = _partners(batch_size, batches, partner, generator)
+    applied &= partners != local  # paired with itself: nothing to mix
     return partners, applied, uniforms
 
 
@@ -235,6 +248,7 @@ def sample_cutmix_params(
     partner: str | None = "permute",
     box: str = "center",
     generator: torch.Generator | None = None,
+    batches: int = 1,
 ) -> MixParams:
     """Draws per-sample CutMix parameters for a batch of ``batch_size`` images of ``height × width``.
 
@@ -243,16 +257,18 @@ def sample_cutmix_params(
     edges ``centre ∓ cut // 2`` clipped to it; with ``box="inside"`` the whole cut placed inside the
     image. ``weight = 1 − box_area / (H·W)``, the exact share of the sample's own pixels.
     ``partner=None`` means a second batch given explicitly (sample i pairs with its sample i).
+    ``batches > 1`` draws for that many batches at once (cheaper per batch); partner indices stay
+    local to each batch, and :meth:`MixParams.split` cuts the result into batches.
     """
-    _check_sizes(batch_size, height, width)
+    _check_sizes(batch_size * batches, height, width)
     alpha, p = _check_alpha(alpha), _check_p(p)
     if partner is not None:
         _check_choice("partner", partner, PARTNERS)
     _check_choice("box", box, BOXES)
     generator = _check_generator(generator)
 
-    lam = _beta(alpha, batch_size, generator)
-    partners, applied, uniforms = _draw_partners_and_p(batch_size, p, partner, generator)
+    partners, applied, uniforms = _draw_partners_and_p(batch_size, batches, p, partner, generator)
+    lam = _beta(alpha, uniforms[:, 3], generator)
     cut_ratio = np.sqrt(1.0 - lam)
     cut_h = np.floor(height * cut_ratio).astype(np.int64)
     cut_w = np.floor(width * cut_ratio).astype(np.int64)
@@ -267,7 +283,7 @@ def sample_cutmix_params(
     area = (y1 - y0) * (x1 - x0)
     applied &= area > 0  # an empty box mixes nothing (the seed pastes a 1-pixel patch instead)
 
-    table = _table(batch_size, height, width)
+    table = _table(batch_size, batches, height, width)
     table[:, _LAM] = lam
     table[:, _WEIGHT] = 1.0 - area / float(height * width)
     table[:, _PARTNER] = partners
@@ -283,17 +299,19 @@ def sample_mixup_params(
     p: float = 1.0,
     partner: str | None = "permute",
     generator: torch.Generator | None = None,
+    batches: int = 1,
 ) -> MixParams:
-    """Draws per-sample MixUp parameters: ``image = λ·x + (1−λ)·x_partner``, ``weight = λ``."""
-    _check_sizes(batch_size, 1, 1)
+    """Draws per-sample MixUp parameters: ``image = λ·x + (1−λ)·x_partner``, ``weight = λ``
+    (``batches`` as in :func:`sample_cutmix_params`)."""
+    _check_sizes(batch_size * batches, 1, 1)
     alpha, p = _check_alpha(alpha), _check_p(p)
     if partner is not None:
         _check_choice("partner", partner, PARTNERS)
     generator = _check_generator(generator)
 
-    lam = _beta(alpha, batch_size, generator)
-    partners, applied, _ = _draw_partners_and_p(batch_size, p, partner, generator)
-    table = _table(batch_size)
+    partners, applied, uniforms = _draw_partners_and_p(batch_size, batches, p, partner, generator)
+    lam = _beta(alpha, uniforms[:, 3], generator)
+    table = _table(batch_size, batches)
     table[:, _LAM] = lam
     table[:, _WEIGHT] = lam
     table[:, _PARTNER] = partners
@@ -308,21 +326,23 @@ def sample_cutout_params(
     size: int | tuple[int, int] = 16,
     p: float = 1.0,
     generator: torch.Generator | None = None,
+    batches: int = 1,
 ) -> MixParams:
     """Draws per-sample Cutout squares (DeVries & Taylor, 2017): a ``size`` square (or (h, w)
-    rectangle) with an integer centre uniform over the image, clipped to it. Labels are unchanged."""
-    _check_sizes(batch_size, height, width)
+    rectangle) with an integer centre uniform over the image, clipped to it. Labels are unchanged.
+    (``batches`` as in :func:`sample_cutmix_params`.)"""
+    _check_sizes(batch_size * batches, height, width)
     size_h, size_w = _check_cutout_size(size)
     p = _check_p(p)
     generator = _check_generator(generator)
 
-    uniforms = torch.rand((batch_size, 3), dtype=torch.float64, generator=generator).numpy()
+    uniforms = torch.rand((batch_size * batches, 3), dtype=torch.float64, generator=generator).numpy()
     cy, cx = _uniform_int(uniforms[:, 1], height), _uniform_int(uniforms[:, 2], width)
     y0, y1 = np.clip(cy - size_h // 2, 0, height), np.clip(cy - size_h // 2 + size_h, 0, height)
     x0, x1 = np.clip(cx - size_w // 2, 0, width), np.clip(cx - size_w // 2 + size_w, 0, width)
     applied = (uniforms[:, 0] < p) & ((y1 - y0) * (x1 - x0) > 0)
 
-    table = _table(batch_size, height, width)
+    table = _table(batch_size, batches, height, width)
     table[:, _Y0], table[:, _Y1], table[:, _X0], table[:, _X1] = y0, y1, x0, x1
     table[:, _CY], table[:, _CX] = cy, cx
     return _finish("cutout", table, applied, height, width)
@@ -394,8 +414,8 @@ def _partner_images(images: Tensor, images2: Tensor | None, params: MixParams) -
 
 def _mix_targets(targets: Tensor, targets2: Tensor | None, params: MixParams) -> Tensor:
     partner_targets = targets2 if targets2 is not None else targets.index_select(0, params.partner)
-    weight = params.weight[:, None]
-    return targets * weight + partner_targets * (1.0 - weight)
+    # lerp with weight 1 returns the sample's own target exactly.
+    return torch.lerp(partner_targets, targets, params.weight[:, None])
 
 
 def apply_cutmix(
@@ -488,15 +508,18 @@ def to_targets(
             raise ValueError("num_classes: expected an int when labels are class ids, got None")
         labels = labels.to(device)
         if labels.device.type == "cpu":
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            low, high = torch.aminmax(labels) if labels.numel() else (0, 0)
+            if low < 0 or high >= num_classes:
                 raise ValueError(
-                    f"labels: expected class ids in [0, {num_classes}), got values in "
-                    f"[{int(labels.min())}, {int(labels.max())}]"
+                    f"labels: expected class ids in [0, {num_classes}), "
+                    f"got values in [{int(low)}, {int(high)}]"
                 )
         elif labels.numel():
             torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), "labels out of range")
-        # A comparison, not F.one_hot: it needs no host-side range check on an accelerator.
-        targets = (labels[:, None] == torch.arange(num_classes, device=device)).to(torch.float32)
+        # A scatter, not F.one_hot: it needs no host-side range check on an accelerator.
+        off = label_smoothing / num_classes
+        targets = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=device)
+        return targets.scatter_(1, labels[:, None], 1.0 - label_smoothing + off)
     elif labels.ndim == 2:
         if not labels.is_floating_point():
             raise TypeError(f"labels: expected float probabilities of shape (B, K), got dtype {labels.dtype}")
@@ -555,6 +578,43 @@ class _BatchOp:
         self.label_smoothing = float(label_smoothing)
         self.data_format = _check_choice("data_format", data_format, DATA_FORMATS)
         self.generator = _check_generator(generator)
+        self._pool: deque[MixParams] = deque()
+        self._pool_key: tuple[int, int, int, bool] | None = None
+
+    def sample(
+        self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
+    ) -> MixParams:
+        raise NotImplementedError
+
+    def _next_params(self, batch_size: int, height: int, width: int, paired: bool) -> MixParams:
+        """The next batch's parameters, from those drawn ahead for batches of this shape.
+
+        The draws depend only on the generator and the sequence of batch shapes, so a seed still
+        fixes every output; :meth:`state_dict` saves what was drawn ahead.
+        """
+        key = (batch_size, height, width, paired)
+        if key != self._pool_key or not self._pool:
+            batches = max(1, min(_POOL_BATCHES, _POOL_ROWS // batch_size))
+            drawn = self.sample(batch_size, height, width, paired, batches=batches)
+            self._pool, self._pool_key = deque(drawn.split(batch_size)), key
+        return self._pool.popleft()
+
+    def state_dict(self) -> dict:
+        """The generator's state and the parameters drawn ahead: what a checkpoint needs to continue
+        exactly. Tensors and ints only, so it loads with ``torch.load(weights_only=True)``."""
+        pool = torch.cat([params.table for params in self._pool]) if self._pool else torch.zeros(0, 0)
+        return {"generator": self.generator.get_state(), "pool": pool, "pool_key": list(self._pool_key or ())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        key = tuple(state["pool_key"])
+        if not key:
+            self._pool, self._pool_key = deque(), None
+            return
+        batch_size, height, width, paired = (int(v) for v in key)
+        rows = MixParams(self.kind, state["pool"], 0 if self.kind == "mixup" else height,
+                         0 if self.kind == "mixup" else width)  # fmt: skip
+        self._pool, self._pool_key = deque(rows.split(batch_size)), (batch_size, height, width, bool(paired))
 
     def _targets(self, labels: Tensor, device: torch.device) -> Tensor:
         return to_targets(labels, self.num_classes, self.label_smoothing, device)
@@ -623,10 +683,12 @@ class CutMix(_BatchOp):
         self.partner = _check_choice("partner", partner, PARTNERS)
         self.box = _check_choice("box", box, BOXES)
 
-    def sample(self, batch_size: int, height: int, width: int, paired: bool = False) -> MixParams:
+    def sample(
+        self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
+    ) -> MixParams:
         return sample_cutmix_params(
-            batch_size, height, width, alpha=self.alpha, p=self.p,
-            partner=None if paired else self.partner, box=self.box, generator=self.generator,
+            batch_size, height, width, alpha=self.alpha, p=self.p, partner=None if paired else self.partner,
+            box=self.box, generator=self.generator, batches=batches,
         )  # fmt: skip
 
     def __call__(
@@ -640,7 +702,7 @@ class CutMix(_BatchOp):
     ) -> tuple[Tensor, ...]:
         targets, targets2 = self._inputs(images, labels, images2, labels2)
         height, width = _spatial_size(images, self.data_format)
-        params = self.sample(images.shape[0], height, width, paired=images2 is not None)
+        params = self._next_params(images.shape[0], height, width, images2 is not None)
         mixed, mixed_targets = apply_cutmix(
             images, targets, params, images2, targets2, data_format=self.data_format
         )
@@ -679,10 +741,12 @@ class MixUp(_BatchOp):
         self.p = _check_p(p)
         self.partner = _check_choice("partner", partner, PARTNERS)
 
-    def sample(self, batch_size: int, height: int = 1, width: int = 1, paired: bool = False) -> MixParams:
+    def sample(
+        self, batch_size: int, height: int = 1, width: int = 1, paired: bool = False, batches: int = 1
+    ) -> MixParams:
         return sample_mixup_params(
             batch_size, alpha=self.alpha, p=self.p, partner=None if paired else self.partner,
-            generator=self.generator,
+            generator=self.generator, batches=batches,
         )  # fmt: skip
 
     def __call__(
@@ -695,7 +759,7 @@ class MixUp(_BatchOp):
         return_params: bool = False,
     ) -> tuple[Tensor, ...]:
         targets, targets2 = self._inputs(images, labels, images2, labels2)
-        params = self.sample(images.shape[0], paired=images2 is not None)
+        params = self._next_params(images.shape[0], 0, 0, images2 is not None)
         mixed, mixed_targets = apply_mixup(
             images, targets, params, images2, targets2, data_format=self.data_format
         )
@@ -731,9 +795,11 @@ class Cutout(_BatchOp):
         self.p = _check_p(p)
         self.fill = float(fill)
 
-    def sample(self, batch_size: int, height: int, width: int, paired: bool = False) -> MixParams:
+    def sample(
+        self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
+    ) -> MixParams:
         return sample_cutout_params(
-            batch_size, height, width, size=self.size, p=self.p, generator=self.generator
+            batch_size, height, width, size=self.size, p=self.p, generator=self.generator, batches=batches
         )
 
     def __call__(
@@ -748,7 +814,7 @@ class Cutout(_BatchOp):
         _check_batch(images, labels, self.data_format)
         targets = self._targets(labels, images.device)
         height, width = _spatial_size(images, self.data_format)
-        params = self.sample(images.shape[0], height, width)
+        params = self._next_params(images.shape[0], height, width, False)
         mixed = apply_cutout(images, params, data_format=self.data_format, fill=self.fill)
         return (mixed, targets, params) if return_params else (mixed, targets)
 
@@ -777,8 +843,10 @@ class CutMixOrMixUp:
             raise ValueError(
                 f"mixup: expected data_format {cutmix.data_format!r} like cutmix, got {mixup.data_format!r}"
             )
-        if isinstance(switch_prob, bool) or not isinstance(switch_prob, int | float) or not (
-            0.0 <= switch_prob <= 1.0
+        if (
+            isinstance(switch_prob, bool)
+            or not isinstance(switch_prob, int | float)
+            or not (0.0 <= switch_prob <= 1.0)
         ):
             raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
         self.cutmix, self.mixup = cutmix, mixup
@@ -797,6 +865,15 @@ class CutMixOrMixUp:
         use_cutmix = torch.rand((), generator=self.generator).item() < self.switch_prob
         op = self.cutmix if use_cutmix else self.mixup
         return op(images, labels, images2, labels2, return_params=return_params)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "cutmix": self.cutmix.state_dict(),
+                "mixup": self.mixup.state_dict()}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.cutmix.load_state_dict(state["cutmix"])
+        self.mixup.load_state_dict(state["mixup"])
 
     def __repr__(self) -> str:
         return f"CutMixOrMixUp({self.cutmix!r}, {self.mixup!r}, switch_prob={self.switch_prob})"

@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,30 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
 # --------------------------------------------------------------------------------------------
 
 
+def train_step(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    targets: Tensor,
+    l2: float = 0.0,
+    autocast: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One optimisation step on soft ``targets`` (B, K); returns the detached loss and logits.
+
+    ``net`` is what runs the forward pass (``model`` itself, or its DDP/compiled wrapper); ``l2``
+    adds the Keras-style penalty on ``model``'s conv kernels to the objective, not to the loss.
+    """
+    with torch.autocast(images.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        logits = net(images)
+    loss = F.cross_entropy(logits.float(), targets)
+    objective = loss + l2_penalty(model, l2) if l2 else loss
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
 @dataclass
 class RunState:
     """What a checkpoint restores."""
@@ -345,11 +370,13 @@ def train(
     resume: bool = False,
     progress: bool = True,
     argv: list[str] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Trains ``config`` into ``out_dir`` and returns the summary (also written to summary.json).
 
     With ``resume=True`` and a ``checkpoint.pt`` in ``out_dir``, continues where it stopped; the
-    result is bit-for-bit that of an uninterrupted run on the CPU.
+    result is bit-for-bit that of an uninterrupted run on the CPU. ``on_epoch`` is called (on the
+    main process) with each epoch's metrics record once that epoch is checkpointed.
     """
     out_dir = Path(out_dir)
     dist_info, device = setup_distributed(config.device)
@@ -431,7 +458,8 @@ def train(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        mix_generator.set_state(checkpoint["mix_rng"][dist_info.rank])
+        if mixer is not None:
+            mixer.load_state_dict(checkpoint["mix_state"][dist_info.rank])
         torch.set_rng_state(checkpoint["torch_rng"])
         state = RunState(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["diverged"])
         if dist_info.is_main:
@@ -472,16 +500,10 @@ def train(
                 images, targets = mixer(images, labels, *batch[2:])
             else:
                 targets = to_targets(labels, num_classes, config.label_smoothing)
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                logits = net(images)
-            loss = F.cross_entropy(logits.float(), targets)
-            objective = loss + l2_penalty(model, config.l2) if config.l2 else loss
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
+            loss, logits = train_step(net, model, optimizer, images, targets, config.l2, autocast)
             scheduler.step()
-            loss_sum += loss.detach().double() * labels.shape[0]
-            correct += (logits.detach().argmax(1) == labels).sum()
+            loss_sum += loss.double() * labels.shape[0]
+            correct += (logits.argmax(1) == labels).sum()
             seen += labels.shape[0]
             if bar is not None:
                 bar.update(labels.shape[0])
@@ -518,10 +540,11 @@ def train(
         state.diverged = state.diverged or reason
         state.epoch = epoch + 1
 
-        mix_states = [mix_generator.get_state()]
+        mix_state = mixer.state_dict() if mixer is not None else None
+        mix_states = [mix_state]
         if dist_info.enabled:
             mix_states = [None] * dist_info.world_size
-            dist.all_gather_object(mix_states, mix_generator.get_state())
+            dist.all_gather_object(mix_states, mix_state)
         if dist_info.is_main:
             with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -534,7 +557,7 @@ def train(
                     "epoch": state.epoch,
                     "history": state.history,
                     "diverged": state.diverged,
-                    "mix_rng": mix_states,
+                    "mix_state": mix_states,
                     "torch_rng": torch.get_rng_state(),
                     "config": asdict(config),
                 },
@@ -547,6 +570,8 @@ def train(
                 if "val_acc" in record:
                     line += f"  val acc {record['val_acc']:.2%}"
                 print(line + (f"  DIVERGED: {reason}" if reason else ""), flush=True)
+            if on_epoch is not None:
+                on_epoch(record)
         if reason and config.stop_on_divergence:
             break
 
