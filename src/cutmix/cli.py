@@ -20,9 +20,9 @@ class CLIError(Exception):
 def _subcommand_modules() -> list:
     # Imported lazily so `cutmix --version` stays fast and one broken optional dependency
     # does not take every subcommand down with it.
-    from cutmix import demo, train_cli
+    from cutmix import compare, demo, train_cli
 
-    modules = [demo, train_cli]
+    modules = [demo, train_cli, compare]
     try:
         from cutmix import preview
     except ImportError:  # the data layer is optional until it lands
