@@ -67,7 +67,8 @@ def preview_batch(
 
 def _title(target: np.ndarray, names: list[str]) -> str:
     top = np.argsort(-target, kind="stable")[:2]
-    return " / ".join(f"{names[c]} {target[c]:.2f}" for c in top if target[c] > 0)
+    # A weight that prints as 0.00 (a pasted sliver) is left out rather than shown as "dog 0.00".
+    return " / ".join(f"{names[c]} {target[c]:.2f}" for c in top if target[c] >= 0.005)
 
 
 def write_preview(
