@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cutmix.data import datasets
+from cutmix.data import datasets, imagetree
 from cutmix.data.datasets import Dataset, DatasetNotFoundError, load_dataset, make_synthetic
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
@@ -484,9 +484,9 @@ def test_image_tree_cache_hit_and_invalidation(tmp_path: Path, monkeypatch: pyte
     root, cache = tmp_path / "tree", tmp_path / "cache"
     write_tree(root, {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
     decoded = []
-    real_decode = datasets._decode_images
+    real_decode = imagetree._decode_images
     monkeypatch.setattr(
-        datasets, "_decode_images", lambda paths, *a, **k: decoded.append(len(paths)) or real_decode(paths, *a, **k)
+        imagetree, "_decode_images", lambda paths, *a, **k: decoded.append(len(paths)) or real_decode(paths, *a, **k)
     )
     first = load_dataset(root, cache_dir=cache, progress=False)
     assert decoded == [4, 2]
@@ -528,7 +528,7 @@ def test_damaged_cache_is_rebuilt(tmp_path: Path) -> None:
 def test_parallel_decoding_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "tree"
     write_tree(root, {"train": {"a": 9, "b": 8}, "test": {"a": 2, "b": 2}})
-    monkeypatch.setattr(datasets, "_CHUNK", 3)  # several chunks, so the process pool is used
+    monkeypatch.setattr(imagetree, "_CHUNK", 3)  # several chunks, so the process pool is used
     parallel = load_dataset(root, cache_dir=tmp_path / "c1", progress=False, workers=2)
     serial = load_dataset(root, cache_dir=tmp_path / "c2", progress=False, workers=1)
     np.testing.assert_array_equal(parallel.train_images, serial.train_images)
