@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cutmix.ops import CutMix, Cutout, MixUp
+from cutmix.runinfo import atomic_save_figure
 
 COLOURS = ["red", "green", "blue", "yellow", "cyan", "magenta"]
 
@@ -63,19 +62,10 @@ def write_demo(out: str | Path, seed: int = 0) -> Path:
         axes[r, 0].set_ylabel(name, fontsize=10)
     fig.suptitle(f"cutmix demo (seed {seed}): each sample its own λ, box and partner", fontsize=11)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=90)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_save_figure(fig, out, dpi=90)
     finally:
         plt.close(fig)
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

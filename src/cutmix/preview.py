@@ -8,8 +8,6 @@ title names both classes and their weights, read from the op's soft targets ("ca
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import torch
 
 from cutmix.data import Dataset
 from cutmix.ops import CutMix, Cutout, MixUp
+from cutmix.runinfo import atomic_save_figure
 
 MIXES = ("cutmix", "mixup", "cutout", "none")
 GRID = 3
@@ -92,17 +91,7 @@ def write_preview(
     fig.suptitle(f"{dataset.name}: {label}, seed {seed}", fontsize=13)
     fig.tight_layout()
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=80)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_save_figure(fig, out, dpi=80)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ of best *validation* accuracy is reported too (the epoch is never chosen on test
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cutmix import stats
-from cutmix.runinfo import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cutmix.runinfo import atomic_save_figure, atomic_write_json, atomic_write_text
 
 BASELINE = "none"
 CIFAR10_CLASSES = (
@@ -445,9 +444,7 @@ def plot_curves(runs: Sequence[RunRecord], arms: Sequence[str], out: str | Path,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    return atomic_write_bytes(out, buffer.getvalue())
+    return atomic_save_figure(fig, out, dpi=90)
 
 
 def write_report(

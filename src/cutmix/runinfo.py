@@ -102,6 +102,15 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def atomic_save_figure(fig: Any, path: str | Path, dpi: int = 90) -> Path:
+    """Saves a matplotlib figure as PNG through :func:`atomic_write_bytes`."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     """``torch.save`` through a temporary file and a rename."""
     path = Path(path)
