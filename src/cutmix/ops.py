@@ -586,6 +586,32 @@ class _BatchOp:
     ) -> MixParams:
         raise NotImplementedError
 
+    def _apply(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        params: MixParams,
+        images2: Tensor | None,
+        targets2: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        images2: Tensor | None = None,
+        labels2: Tensor | None = None,
+        *,
+        return_params: bool = False,
+    ) -> tuple[Tensor, ...]:
+        """``(mixed_images, targets)``, plus the drawn :class:`MixParams` with ``return_params``."""
+        targets, targets2 = self._inputs(images, labels, images2, labels2)
+        height, width = _spatial_size(images, self.data_format)
+        params = self._next_params(images.shape[0], height, width, images2 is not None)
+        mixed, mixed_targets = self._apply(images, targets, params, images2, targets2)
+        return (mixed, mixed_targets, params) if return_params else (mixed, mixed_targets)
+
     def _next_params(self, batch_size: int, height: int, width: int, paired: bool) -> MixParams:
         """The next batch's parameters, from those drawn ahead for batches of this shape.
 
@@ -691,22 +717,8 @@ class CutMix(_BatchOp):
             box=self.box, generator=self.generator, batches=batches,
         )  # fmt: skip
 
-    def __call__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        images2: Tensor | None = None,
-        labels2: Tensor | None = None,
-        *,
-        return_params: bool = False,
-    ) -> tuple[Tensor, ...]:
-        targets, targets2 = self._inputs(images, labels, images2, labels2)
-        height, width = _spatial_size(images, self.data_format)
-        params = self._next_params(images.shape[0], height, width, images2 is not None)
-        mixed, mixed_targets = apply_cutmix(
-            images, targets, params, images2, targets2, data_format=self.data_format
-        )
-        return (mixed, mixed_targets, params) if return_params else (mixed, mixed_targets)
+    def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
+        return apply_cutmix(images, targets, params, images2, targets2, data_format=self.data_format)
 
     def __repr__(self) -> str:
         return (
@@ -749,21 +761,8 @@ class MixUp(_BatchOp):
             generator=self.generator, batches=batches,
         )  # fmt: skip
 
-    def __call__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        images2: Tensor | None = None,
-        labels2: Tensor | None = None,
-        *,
-        return_params: bool = False,
-    ) -> tuple[Tensor, ...]:
-        targets, targets2 = self._inputs(images, labels, images2, labels2)
-        params = self._next_params(images.shape[0], 0, 0, images2 is not None)
-        mixed, mixed_targets = apply_mixup(
-            images, targets, params, images2, targets2, data_format=self.data_format
-        )
-        return (mixed, mixed_targets, params) if return_params else (mixed, mixed_targets)
+    def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
+        return apply_mixup(images, targets, params, images2, targets2, data_format=self.data_format)
 
     def __repr__(self) -> str:
         return (
@@ -802,21 +801,8 @@ class Cutout(_BatchOp):
             batch_size, height, width, size=self.size, p=self.p, generator=self.generator, batches=batches
         )
 
-    def __call__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        images2: Tensor | None = None,
-        labels2: Tensor | None = None,
-        *,
-        return_params: bool = False,
-    ) -> tuple[Tensor, ...]:
-        _check_batch(images, labels, self.data_format)
-        targets = self._targets(labels, images.device)
-        height, width = _spatial_size(images, self.data_format)
-        params = self._next_params(images.shape[0], height, width, False)
-        mixed = apply_cutout(images, params, data_format=self.data_format, fill=self.fill)
-        return (mixed, targets, params) if return_params else (mixed, targets)
+    def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
+        return apply_cutout(images, params, data_format=self.data_format, fill=self.fill), targets
 
     def __repr__(self) -> str:
         return f"Cutout(size={self.size}, p={self.p}, num_classes={self.num_classes}, fill={self.fill})"
