@@ -560,6 +560,7 @@ def train(
                     "mix_state": mix_states,
                     "torch_rng": torch.get_rng_state(),
                     "config": asdict(config),
+                    "classes": list(dataset.classes),
                 },
             )
             if progress:

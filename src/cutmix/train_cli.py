@@ -195,14 +195,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_classes(path: str, config: TrainConfig) -> list[str]:
+    """Class names stored in the checkpoint, or (older checkpoints) those of its dataset."""
+    classes = load_checkpoint(path).get("classes")
+    if classes:
+        return list(classes)
+    from cutmix.data import load_dataset
+
+    return load_dataset(config.data, progress=False).classes
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    from cutmix.data import load_dataset
-
     device = torch.device("cpu")
     model, config = _model_from_checkpoint(args.checkpoint, device)
-    classes = args.classes.split(",") if args.classes else load_dataset(config.data, progress=False).classes
+    classes = args.classes.split(",") if args.classes else _checkpoint_classes(args.checkpoint, config)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if config.normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     for path in args.images:
         try:
