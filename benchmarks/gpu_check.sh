@@ -15,21 +15,22 @@ EPOCHS=${EPOCHS:-100}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee -a "$OUT/log.txt"
+"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/log.txt"
 
-timeout 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py -k "cuda or memory_format or replay" 2>&1 | tail -5 | tee "$OUT/tests.txt"
-timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --seconds 1 --no-peers 2>&1 | tee "$OUT/bench_ops.txt"
-timeout 120 "$PY" benchmarks/bench_train.py --device cuda --batch 512 --steps 100 --seed-steps 0 2>&1 | tee "$OUT/bench_train.txt"
+timeout 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py -k "cuda or memory_format or replay" 2>&1 | tail -5 | tee -a "$OUT/log.txt"
+timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --seconds 1 --no-peers 2>&1 | tee -a "$OUT/log.txt"
+timeout 120 "$PY" benchmarks/bench_train.py --device cuda --batch 512 --steps 100 --seed-steps 0 2>&1 | tee -a "$OUT/log.txt"
 
 if [ -f .gpu/cifar10-jpeg.tar.gz ]; then
   tar xzf .gpu/cifar10-jpeg.tar.gz -C /tmp
   # Whatever finishes inside the limit is kept: compare resumes and writes its report at the end.
   timeout 300 "$PY" -m cutmix compare --data /tmp/cifar10-jpeg --recipe fast --arms none,cutmix --seeds 1 \
     --epochs "$EPOCHS" --batch-size 512 --lr 0.4 --device cuda --quiet --out "$OUT/compare" 2>&1 | tail -8 \
-    | tee "$OUT/compare.txt"
+    | tee -a "$OUT/log.txt"
   for run in "$OUT"/compare/seed-0/*/; do
     [ -f "$run/metrics.jsonl" ] && cp "$run/metrics.jsonl" "$OUT/metrics-$(basename "$run").jsonl"
   done
-  rm -rf "$OUT/compare/seed-0"  # checkpoints stay behind: only small files come back
+  # At most 8 files come back: the log, two metrics files, report.md/json and curves.png.
+  rm -rf "$OUT/compare/seed-0" "$OUT/compare/preview.png"
 fi
