@@ -515,7 +515,10 @@ def train(
         if dist_info.enabled:
             dist.all_reduce(totals)
         train_time = time.perf_counter() - epoch_start
-        test = evaluate(net, test_loader, num_classes, autocast, config.tta_flip, dist_info)
+        # Under DDP the bare model evaluates: shards may differ in batch count, and a DDP forward is
+        # a collective that every rank would have to join.
+        eval_net = model if dist_info.enabled else net
+        test = evaluate(eval_net, test_loader, num_classes, autocast, config.tta_flip, dist_info)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": totals[0].item() / totals[2].item(),
@@ -530,7 +533,7 @@ def train(
             "tta_flip": config.tta_flip,
         }
         if val_loader is not None:
-            val = evaluate(net, val_loader, num_classes, autocast, config.tta_flip, dist_info)
+            val = evaluate(eval_net, val_loader, num_classes, autocast, config.tta_flip, dist_info)
             record.update(val_loss=val["loss"], val_acc=val["acc"])
         record["epoch_time"] = time.perf_counter() - epoch_start
         record["wall_time"] = time.perf_counter() - started
