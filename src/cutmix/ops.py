@@ -9,7 +9,10 @@ batch. Each op is two steps, both public so that a batch can be replayed exactly
    without a host-device synchronisation.
 
 The classes :class:`CutMix`, :class:`MixUp`, :class:`Cutout` and :class:`CutMixOrMixUp` check their
-inputs, turn labels into targets (:func:`to_targets`), and run both steps.
+inputs, turn labels into targets (:func:`to_targets`), and run both steps. They draw parameters for
+up to 32 batches of one shape at a time (drawing costs about the same for one batch or many), so
+their draws differ from one call of ``sample_*_params`` per batch; ``state_dict()`` saves the
+generator and what was drawn ahead, so a checkpointed op continues exactly.
 
 Conventions
 -----------
@@ -21,7 +24,8 @@ Conventions
 * targets: float32 (B, K) on the images' device, each row summing to 1. Label smoothing is applied in
   exactly one place, :func:`to_targets`, to each sample's own target *before* mixing:
   ``y * (1 - ε) + ε / K``. Do not smooth again in the loss.
-* Images are expected to be finite: CutMix blends with 0/1 weights, which is exact for finite values.
+* Images are expected to be finite: on the CPU, CutMix blends with 0/1 weights (faster there than
+  ``torch.where``), which is exact for finite values.
 """
 
 from __future__ import annotations
