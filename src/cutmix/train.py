@@ -143,7 +143,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         augment="crop-flip",
         normalize=True,
         epochs=15,
-        batch_size=256,
+        # 128, not larger: on 2 CPU cores it trains as fast as 256 (416 vs 410 img/s) with twice the
+        # updates, which a 15-epoch budget needs.
+        batch_size=128,
         optimizer="sgd",
         lr=0.2,
         momentum=0.9,

@@ -32,7 +32,7 @@ RECIPE_HELP = (
     "shuffled stream, L2 1e-4 on conv kernels), with two deliberate fixes: every arm gets a full "
     "shuffle each epoch (the seed never shuffles its no-augmentation arm and shuffles its CutMix "
     "streams with a 1024-image buffer), and an empty box mixes nothing (the seed pastes 1 pixel). "
-    "fast: crop+flip, SGD-Nesterov one-cycle, label smoothing, batch 256, mixing off for the last "
+    "fast: crop+flip, SGD-Nesterov one-cycle, label smoothing, batch 128, mixing off for the last "
     "epochs, flip test-time augmentation (reported as such). Explicit options override the recipe."
 )
 
