@@ -306,6 +306,10 @@ def divergence(history: list[dict[str, Any]], num_classes: int) -> str | None:
     return None
 
 
+def _without_init(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "init"}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Loads a checkpoint with ``weights_only=True``: a file from elsewhere cannot run code."""
     try:
@@ -452,7 +456,8 @@ def train(
 
     if resume and checkpoint_path.exists():
         checkpoint = load_checkpoint(checkpoint_path)
-        if checkpoint["config"] != asdict(config):
+        # The --init path may differ (a run folder moved mid-run); the checkpoint holds the weights.
+        if _without_init(checkpoint["config"]) != _without_init(asdict(config)):
             raise ValueError(
                 f"--resume: {checkpoint_path} was written with another configuration; "
                 "use a new --out or the same options"
