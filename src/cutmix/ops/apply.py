@@ -1,0 +1,182 @@
+"""Applying: ``apply_*``, which apply :class:`MixParams` to a batch on the images' device, and
+:func:`to_targets`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from cutmix.ops.params import DataFormat, MixParams
+
+# ----------------------------------------------------------------------------------------------
+# Applying (on the images' device, no host sync)
+# ----------------------------------------------------------------------------------------------
+
+
+def _box_mask(params: MixParams, data_format: str, dtype: torch.dtype) -> Tensor:
+    """Mask of ``dtype`` (bool, or 0/1 numbers), set inside each sample's box: (B, 1, H, W) for
+    channels_first or (B, H, W, 1) for channels_last."""
+    if params.height == 0:
+        raise ValueError(f"params: expected box parameters (CutMix or Cutout), got {params.kind!r} ones")
+    rows, cols = params.box_rows.to(dtype), params.box_cols.to(dtype)
+    mask = rows[:, :, None] & cols[:, None, :] if dtype == torch.bool else rows[:, :, None] * cols[:, None, :]
+    return mask[:, None] if data_format == "channels_first" else mask[..., None]
+
+
+def _check_params_size(params: MixParams, height: int, width: int) -> None:
+    if (params.height, params.width) != (height, width):
+        raise ValueError(
+            f"params: expected parameters drawn for {height}x{width} images, "
+            f"got {params.height}x{params.width}"
+        )
+
+
+def _spatial_size(images: Tensor, data_format: str) -> tuple[int, int]:
+    return (images.shape[2], images.shape[3]) if data_format == "channels_first" else images.shape[1:3]
+
+
+def _mask_dtype(images: Tensor) -> torch.dtype:
+    return torch.bool if images.device.type != "cpu" else images.dtype
+
+
+def _paste(out: Tensor, images: Tensor, mask: Tensor) -> Tensor:
+    """Turns ``out``, which holds the partners, into ``where(mask, out, images)`` in place.
+
+    Blending in place into the buffer that received the partners saves a pass over memory and an
+    allocation. On the CPU ``torch.where`` is several times slower than a blend, so blend there with
+    0/1 weights, which is exact: ``lerp`` for floating point, modular arithmetic for integers.
+    """
+    if mask.dtype == torch.bool:
+        return torch.where(mask, out, images, out=out)
+    if out.is_floating_point():
+        return torch.lerp(images, out, mask, out=out)
+    return out.sub_(images).mul_(mask).add_(images)  # wraps around for integers, then back exactly
+
+
+def _partner_images(images: Tensor, images2: Tensor | None, params: MixParams) -> Tensor:
+    """A new tensor laid out like ``images`` holding each sample's partner."""
+    out = torch.empty_like(images)
+    if images2 is not None:  # the seed's pairing: sample i meets sample i of another shuffled batch
+        return out.copy_(images2)
+    return torch.index_select(images, 0, params.partner, out=out)
+
+
+def _mix_targets(targets: Tensor, targets2: Tensor | None, params: MixParams) -> Tensor:
+    partner_targets = targets2 if targets2 is not None else targets.index_select(0, params.partner)
+    # lerp with weight 1 returns the sample's own target exactly.
+    return torch.lerp(partner_targets, targets, params.weight[:, None])
+
+
+def apply_cutmix(
+    images: Tensor,
+    targets: Tensor,
+    params: MixParams,
+    images2: Tensor | None = None,
+    targets2: Tensor | None = None,
+    *,
+    data_format: DataFormat = "channels_first",
+) -> tuple[Tensor, Tensor]:
+    """Pastes each sample's box from its partner and mixes the targets by the pasted area.
+
+    ``images``: (B, C, H, W) or (B, H, W, C); ``targets``: float (B, K). With ``images2``/``targets2``
+    (same shapes) the partner of sample i is sample i of that second batch. Returns new tensors.
+    """
+    params = params.to(images.device)
+    height, width = _spatial_size(images, data_format)
+    _check_params_size(params, height, width)
+    mask = _box_mask(params, data_format, _mask_dtype(images))
+    mixed = _paste(_partner_images(images, images2, params), images, mask)
+    return mixed, _mix_targets(targets, targets2, params)
+
+
+def apply_mixup(
+    images: Tensor,
+    targets: Tensor,
+    params: MixParams,
+    images2: Tensor | None = None,
+    targets2: Tensor | None = None,
+    *,
+    data_format: DataFormat = "channels_first",
+) -> tuple[Tensor, Tensor]:
+    """``λ·x + (1−λ)·x_partner`` per sample, targets likewise. Integer images are computed in float32
+    and rounded to nearest; half and bfloat16 images are computed in float32 too."""
+    params = params.to(images.device)
+    partner_images = _partner_images(images, images2, params)
+    compute_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    weight = params.weight.to(compute_dtype).view(-1, 1, 1, 1)
+    mixed = torch.lerp(partner_images.to(compute_dtype), images.to(compute_dtype), weight)
+    if not images.is_floating_point():
+        info = torch.iinfo(images.dtype)
+        mixed = mixed.round_().clamp_(info.min, info.max)
+    return partner_images.copy_(mixed), _mix_targets(targets, targets2, params)
+
+
+def apply_cutout(
+    images: Tensor, params: MixParams, *, data_format: DataFormat = "channels_first", fill: float = 0.0
+) -> Tensor:
+    """Fills each sample's box with ``fill`` (0 by default). Returns a new tensor."""
+    params = params.to(images.device)
+    height, width = _spatial_size(images, data_format)
+    _check_params_size(params, height, width)
+    mask = _box_mask(params, data_format, _mask_dtype(images))
+    out = torch.empty_like(images)
+    fill_value = torch.tensor(fill, dtype=images.dtype, device=images.device)
+    if mask.dtype == torch.bool:
+        return torch.where(mask, fill_value, images, out=out)
+    if images.is_floating_point():
+        return torch.lerp(images, fill_value, mask, out=out)
+    return torch.mul(images, 1 - mask, out=out).add_(mask * fill_value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets and input checks
+# ----------------------------------------------------------------------------------------------
+
+
+def to_targets(
+    labels: Tensor,
+    num_classes: int | None = None,
+    label_smoothing: float = 0.0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """float32 (B, K) targets from int class ids (B,) or probabilities (B, K), label-smoothed as
+    ``y * (1 - ε) + ε / K``. This is the one place where smoothing happens.
+
+    Out-of-range class ids raise ``ValueError`` for CPU labels; on an accelerator they are checked
+    asynchronously (``torch._assert_async``) so the check costs no host synchronisation.
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
+    device = labels.device if device is None else torch.device(device)
+    if labels.ndim == 1:
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"labels: expected int class ids of shape (B,), got dtype {labels.dtype}")
+        if num_classes is None:
+            raise ValueError("num_classes: expected an int when labels are class ids, got None")
+        labels = labels.to(device)
+        if labels.device.type == "cpu":
+            low, high = torch.aminmax(labels) if labels.numel() else (0, 0)
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"labels: expected class ids in [0, {num_classes}), "
+                    f"got values in [{int(low)}, {int(high)}]"
+                )
+        elif labels.numel():
+            torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), "labels out of range")
+        # A scatter, not F.one_hot: it needs no host-side range check on an accelerator.
+        off = label_smoothing / num_classes
+        targets = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=device)
+        return targets.scatter_(1, labels[:, None], 1.0 - label_smoothing + off)
+    elif labels.ndim == 2:
+        if not labels.is_floating_point():
+            raise TypeError(f"labels: expected float probabilities of shape (B, K), got dtype {labels.dtype}")
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise ValueError(f"labels: expected (B, {num_classes}) probabilities, got {tuple(labels.shape)}")
+        targets = labels.to(device=device, dtype=torch.float32)
+    else:
+        raise ValueError(f"labels: expected shape (B,) or (B, K), got {tuple(labels.shape)}")
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / targets.shape[1]
+    return targets

@@ -1,0 +1,367 @@
+"""The ops as classes: :class:`CutMix`, :class:`MixUp`, :class:`Cutout` and :class:`CutMixOrMixUp`."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from torch import Tensor
+
+from cutmix.ops.apply import _spatial_size, apply_cutmix, apply_cutout, apply_mixup, to_targets
+from cutmix.ops.params import (
+    BOXES,
+    DATA_FORMATS,
+    PARTNERS,
+    DataFormat,
+    MixParams,
+    _check_alpha,
+    _check_choice,
+    _check_cutout_size,
+    _check_generator,
+    _check_p,
+    sample_cutmix_params,
+    sample_cutout_params,
+    sample_mixup_params,
+)
+
+# The classes draw parameters for up to this many batches (and rows) at once: drawing is a few dozen
+# small numpy calls whatever the count, so per batch it then costs a slice.
+_POOL_BATCHES = 32
+_POOL_ROWS = 4096
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_images(images: Tensor, data_format: str, name: str = "images") -> None:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        layout = "(B, C, H, W)" if data_format == "channels_first" else "(B, H, W, C)"
+        raise ValueError(f"{name}: expected a 4-D tensor {layout}, got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name}: expected a batch of at least 1 image, got an empty batch")
+    if images.dtype == torch.bool or images.is_complex():
+        raise TypeError(f"{name}: expected an integer or floating-point tensor, got dtype {images.dtype}")
+
+
+def _check_batch(
+    images: Tensor, labels: Tensor, data_format: str, name: str = "images", label_name: str = "labels"
+) -> None:
+    _check_images(images, data_format, name)
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{label_name}: expected a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim == 0 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"{label_name}: expected {images.shape[0]} labels to match {name}' batch size, "
+            f"got shape {tuple(labels.shape)}"
+        )
+
+
+class _BatchOp:
+    """Shared argument handling for the mixing ops."""
+
+    def __init__(
+        self,
+        num_classes: int | None,
+        label_smoothing: float,
+        data_format: str,
+        generator: torch.Generator | None,
+    ) -> None:
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
+            raise ValueError(f"num_classes: expected an int >= 1 or None, got {num_classes!r}")
+        if not isinstance(label_smoothing, int | float) or not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
+        self.num_classes = num_classes
+        self.label_smoothing = float(label_smoothing)
+        self.data_format = _check_choice("data_format", data_format, DATA_FORMATS)
+        self.generator = _check_generator(generator)
+        self._pool: deque[MixParams] = deque()
+        self._pool_key: tuple[int, int, int, bool] | None = None
+
+    def sample(
+        self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
+    ) -> MixParams:
+        raise NotImplementedError
+
+    def _apply(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        params: MixParams,
+        images2: Tensor | None,
+        targets2: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        images2: Tensor | None = None,
+        labels2: Tensor | None = None,
+        *,
+        return_params: bool = False,
+    ) -> tuple[Tensor, ...]:
+        """``(mixed_images, targets)``, plus the drawn :class:`MixParams` with ``return_params``."""
+        targets, targets2 = self._inputs(images, labels, images2, labels2)
+        height, width = _spatial_size(images, self.data_format)
+        params = self._next_params(images.shape[0], height, width, images2 is not None)
+        mixed, mixed_targets = self._apply(images, targets, params, images2, targets2)
+        return (mixed, mixed_targets, params) if return_params else (mixed, mixed_targets)
+
+    def _next_params(self, batch_size: int, height: int, width: int, paired: bool) -> MixParams:
+        """The next batch's parameters, from those drawn ahead for batches of this shape.
+
+        The draws depend only on the generator and the sequence of batch shapes, so a seed still
+        fixes every output; :meth:`state_dict` saves what was drawn ahead.
+        """
+        key = (batch_size, height, width, paired)
+        if key != self._pool_key or not self._pool:
+            batches = max(1, min(_POOL_BATCHES, _POOL_ROWS // batch_size))
+            drawn = self.sample(batch_size, height, width, paired, batches=batches)
+            self._pool, self._pool_key = deque(drawn.split(batch_size)), key
+        return self._pool.popleft()
+
+    def state_dict(self) -> dict:
+        """The generator's state and the parameters drawn ahead: what a checkpoint needs to continue
+        exactly. Tensors and ints only, so it loads with ``torch.load(weights_only=True)``."""
+        pool = torch.cat([params.table for params in self._pool]) if self._pool else torch.zeros(0, 0)
+        return {"generator": self.generator.get_state(), "pool": pool, "pool_key": list(self._pool_key or ())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        key = tuple(state["pool_key"])
+        if not key:
+            self._pool, self._pool_key = deque(), None
+            return
+        batch_size, height, width, paired = (int(v) for v in key)
+        rows = MixParams(self.kind, state["pool"], 0 if self.kind == "mixup" else height,
+                         0 if self.kind == "mixup" else width)  # fmt: skip
+        self._pool, self._pool_key = deque(rows.split(batch_size)), (batch_size, height, width, bool(paired))
+
+    def _targets(self, labels: Tensor, device: torch.device) -> Tensor:
+        return to_targets(labels, self.num_classes, self.label_smoothing, device)
+
+    def _inputs(
+        self, images: Tensor, labels: Tensor, images2: Tensor | None, labels2: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Checks both batches; returns (targets, targets2)."""
+        _check_batch(images, labels, self.data_format)
+        targets = self._targets(labels, images.device)
+        if (images2 is None) != (labels2 is None):
+            raise ValueError("images2, labels2: expected both or neither, got only one")
+        if images2 is None:
+            return targets, None
+        _check_batch(images2, labels2, self.data_format, "images2", "labels2")
+        if images2.shape != images.shape or images2.dtype != images.dtype:
+            raise ValueError(
+                f"images2: expected the shape and dtype of images {tuple(images.shape)} {images.dtype}, "
+                f"got {tuple(images2.shape)} {images2.dtype}"
+            )
+        if images2.device != images.device:
+            raise ValueError(f"images2: expected device {images.device}, got {images2.device}")
+        targets2 = self._targets(labels2, images.device)
+        if targets2.shape != targets.shape:
+            raise ValueError(
+                f"labels2: expected targets of shape {tuple(targets.shape)}, got {tuple(targets2.shape)}"
+            )
+        return targets, targets2
+
+
+class CutMix(_BatchOp):
+    """Per-sample CutMix: each image gets a box cut from its partner, targets mixed by pasted area.
+
+    Args:
+        alpha: λ ~ Beta(alpha, alpha), alpha > 0.
+        p: probability, drawn once per sample, that the sample is mixed at all.
+        num_classes: K, needed when labels are int class ids.
+        label_smoothing: ε, applied to each sample's own target before mixing (see :func:`to_targets`).
+        partner: ``"permute"`` (a random permutation, as the paper), ``"roll"`` (as torchvision),
+            ``"flip"`` (as timm). A second batch passed to the call overrides it.
+        box: ``"center"`` (the paper's clipped box) or ``"inside"`` (the whole cut inside the image).
+        data_format: ``"channels_first"`` (B, C, H, W) or ``"channels_last"`` (B, H, W, C).
+        generator: a CPU ``torch.Generator``; None seeds one from torch's global RNG now.
+
+    Call: ``mix(images, labels[, images2, labels2], return_params=False)`` →
+    ``(mixed_images, targets)`` (``+ params`` when asked). A sample paired with itself, not drawn by
+    ``p``, or given an empty box keeps its image and its (smoothed) label exactly.
+    """
+
+    kind = "cutmix"
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        p: float = 1.0,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        partner: str = "permute",
+        box: str = "center",
+        data_format: DataFormat = "channels_first",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(num_classes, label_smoothing, data_format, generator)
+        self.alpha = _check_alpha(alpha)
+        self.p = _check_p(p)
+        self.partner = _check_choice("partner", partner, PARTNERS)
+        self.box = _check_choice("box", box, BOXES)
+
+    def sample(
+        self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
+    ) -> MixParams:
+        return sample_cutmix_params(
+            batch_size, height, width, alpha=self.alpha, p=self.p, partner=None if paired else self.partner,
+            box=self.box, generator=self.generator, batches=batches,
+        )  # fmt: skip
+
+    def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
+        return apply_cutmix(images, targets, params, images2, targets2, data_format=self.data_format)
+
+    def __repr__(self) -> str:
+        return (
+            f"CutMix(alpha={self.alpha}, p={self.p}, num_classes={self.num_classes}, "
+            f"label_smoothing={self.label_smoothing}, partner={self.partner!r}, box={self.box!r}, "
+            f"data_format={self.data_format!r})"
+        )
+
+
+class MixUp(_BatchOp):
+    """Per-sample MixUp (Zhang et al., 2018): ``λ·x + (1−λ)·x_partner``, targets likewise.
+
+    Same arguments and call as :class:`CutMix`, without ``box``. Integer (e.g. uint8) images are
+    blended in float32 and rounded to the nearest integer, so their targets carry the exact λ while
+    the pixels carry λ to within half a grey level.
+    """
+
+    kind = "mixup"
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        p: float = 1.0,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        partner: str = "permute",
+        data_format: DataFormat = "channels_first",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(num_classes, label_smoothing, data_format, generator)
+        self.alpha = _check_alpha(alpha)
+        self.p = _check_p(p)
+        self.partner = _check_choice("partner", partner, PARTNERS)
+
+    def sample(
+        self, batch_size: int, height: int = 1, width: int = 1, paired: bool = False, batches: int = 1
+    ) -> MixParams:
+        return sample_mixup_params(
+            batch_size, alpha=self.alpha, p=self.p, partner=None if paired else self.partner,
+            generator=self.generator, batches=batches,
+        )  # fmt: skip
+
+    def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
+        return apply_mixup(images, targets, params, images2, targets2, data_format=self.data_format)
+
+    def __repr__(self) -> str:
+        return (
+            f"MixUp(alpha={self.alpha}, p={self.p}, num_classes={self.num_classes}, "
+            f"label_smoothing={self.label_smoothing}, partner={self.partner!r}, "
+            f"data_format={self.data_format!r})"
+        )
+
+
+class Cutout(_BatchOp):
+    """Per-sample Cutout: fills a ``size`` square (or (h, w)) centred uniformly over the image,
+    clipped to it, with ``fill``; the labels are unchanged (only smoothed and made float32 targets).
+    A second batch, if given, is ignored."""
+
+    kind = "cutout"
+
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 16,
+        p: float = 1.0,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        fill: float = 0.0,
+        data_format: DataFormat = "channels_first",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(num_classes, label_smoothing, data_format, generator)
+        self.size = _check_cutout_size(size)
+        self.p = _check_p(p)
+        self.fill = float(fill)
+
+    def sample(
+        self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
+    ) -> MixParams:
+        return sample_cutout_params(
+            batch_size, height, width, size=self.size, p=self.p, generator=self.generator, batches=batches
+        )
+
+    def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
+        return apply_cutout(images, params, data_format=self.data_format, fill=self.fill), targets
+
+    def __repr__(self) -> str:
+        return f"Cutout(size={self.size}, p={self.p}, num_classes={self.num_classes}, fill={self.fill})"
+
+
+class CutMixOrMixUp:
+    """Per batch, CutMix with probability ``switch_prob``, else MixUp (timm's ``switch_prob``).
+
+    Both ops keep their own settings and generators; this op's own ``generator`` draws the switch.
+    """
+
+    def __init__(
+        self,
+        cutmix: CutMix,
+        mixup: MixUp,
+        switch_prob: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not isinstance(cutmix, CutMix):
+            raise TypeError(f"cutmix: expected a CutMix, got {type(cutmix).__name__}")
+        if not isinstance(mixup, MixUp):
+            raise TypeError(f"mixup: expected a MixUp, got {type(mixup).__name__}")
+        if cutmix.data_format != mixup.data_format:
+            raise ValueError(
+                f"mixup: expected data_format {cutmix.data_format!r} like cutmix, got {mixup.data_format!r}"
+            )
+        if (
+            isinstance(switch_prob, bool)
+            or not isinstance(switch_prob, int | float)
+            or not (0.0 <= switch_prob <= 1.0)
+        ):
+            raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
+        self.cutmix, self.mixup = cutmix, mixup
+        self.switch_prob = float(switch_prob)
+        self.generator = _check_generator(generator)
+
+    def __call__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        images2: Tensor | None = None,
+        labels2: Tensor | None = None,
+        *,
+        return_params: bool = False,
+    ) -> tuple[Tensor, ...]:
+        use_cutmix = torch.rand((), generator=self.generator).item() < self.switch_prob
+        op = self.cutmix if use_cutmix else self.mixup
+        return op(images, labels, images2, labels2, return_params=return_params)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "cutmix": self.cutmix.state_dict(),
+                "mixup": self.mixup.state_dict()}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.cutmix.load_state_dict(state["cutmix"])
+        self.mixup.load_state_dict(state["mixup"])
+
+    def __repr__(self) -> str:
+        return f"CutMixOrMixUp({self.cutmix!r}, {self.mixup!r}, switch_prob={self.switch_prob})"
