@@ -29,6 +29,7 @@ from cutmix import (
     sample_mixup_params,
     to_targets,
 )
+from cutmix.ops.apply import _box_mask
 
 DTYPES = [torch.uint8, torch.int32, torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -223,6 +224,44 @@ def test_generator_none_follows_torch_manual_seed():
     torch.manual_seed(5)
     second = CutMix(num_classes=8)(images, labels)[0]
     assert torch.equal(first, second)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, dtype=st.sampled_from(DTYPES), seed=st.integers(0, 999))
+def test_every_memory_layout_gives_the_same_result(shape, dtype, seed):
+    """A channels_last batch takes other code paths (gather and mask in memory order): same pixels."""
+    batch, channels, height, width = shape
+    images = index_images(batch, channels, height, width, dtype, "channels_first")
+    layouts = {
+        "contiguous": (images, "channels_first"),
+        "channels_last memory": (images.contiguous(memory_format=torch.channels_last), "channels_first"),
+        "channels_last data": (images.permute(0, 2, 3, 1).contiguous(), "channels_last"),
+        "non-dense view": (torch.cat([images, images], 3)[..., ::2], "channels_first"),
+    }
+    for op_class in (CutMix, Cutout):
+        results = {}
+        for name, (batch_images, data_format) in layouts.items():
+            op = op_class(num_classes=batch, data_format=data_format, generator=gen(seed))
+            mixed = op(batch_images, torch.arange(batch))[0]
+            results[name] = mixed.permute(0, 3, 1, 2) if data_format == "channels_last" else mixed
+        for name, mixed in results.items():
+            assert torch.equal(mixed, results["contiguous"]), (op_class.__name__, name)
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_boolean_box_mask_matches_the_numeric_one(data_format, memory_format):
+    """Accelerators paste with a bool mask and torch.where; the CPU blends with a 0/1 one."""
+    images = torch.zeros(5, 3, 7, 9).contiguous(memory_format=memory_format)
+    if data_format == "channels_last":
+        images = torch.zeros(5, 7, 9, 3)
+    params = sample_cutmix_params(5, 7, 9, generator=gen(3))
+    flags = _box_mask(params, images, data_format, torch.bool)
+    numbers = _box_mask(params, images, data_format, torch.float32)
+    assert flags.dtype == torch.bool
+    assert torch.equal(flags.expand_as(images), numbers.expand_as(images).bool())
+    areas = numbers.expand_as(images).sum((1, 2, 3)) / 3
+    assert areas.tolist() == [(y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in params.box.tolist()]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,13 +13,29 @@ from cutmix.ops.params import DataFormat, MixParams
 # ----------------------------------------------------------------------------------------------
 
 
-def _box_mask(params: MixParams, data_format: str, dtype: torch.dtype) -> Tensor:
-    """Mask of ``dtype`` (bool, or 0/1 numbers), set inside each sample's box: (B, 1, H, W) for
-    channels_first or (B, H, W, 1) for channels_last."""
+def _outer(rows: Tensor, cols: Tensor) -> Tensor:
+    """(B, H) and (B, W) flags -> (B, H, W): set where both are."""
+    if rows.dtype == torch.bool:
+        return rows[:, :, None] & cols[:, None, :]
+    return rows[:, :, None] * cols[:, None, :]
+
+
+def _box_mask(params: MixParams, images: Tensor, data_format: str, dtype: torch.dtype) -> Tensor:
+    """Mask of ``dtype`` (bool, or 0/1 numbers), set inside each sample's box, broadcastable to
+    ``images``: (B, 1, H, W) for channels_first or (B, H, W, 1) for channels_last, or the full
+    shape laid out like ``images`` when channels are innermost in memory (a ``torch.channels_last``
+    batch): broadcasting over an innermost dim of 3 is several times slower on the CPU."""
     if params.height == 0:
         raise ValueError(f"params: expected box parameters (CutMix or Cutout), got {params.kind!r} ones")
     rows, cols = params.box_rows.to(dtype), params.box_cols.to(dtype)
-    mask = rows[:, :, None] & cols[:, None, :] if dtype == torch.bool else rows[:, :, None] * cols[:, None, :]
+    channel_dim = 1 if data_format == "channels_first" else 3
+    channels = images.shape[channel_dim]
+    if channels > 1 and images.stride(channel_dim) == 1:
+        # Built in memory order, (B, H, W·C), so that no op broadcasts over the innermost dim.
+        mask = _outer(rows, cols.repeat_interleave(channels, dim=1))
+        mask = mask.view(*rows.shape, cols.shape[1], channels)
+        return mask.permute(0, 3, 1, 2) if data_format == "channels_first" else mask
+    mask = _outer(rows, cols)
     return mask[:, None] if data_format == "channels_first" else mask[..., None]
 
 
@@ -53,11 +69,25 @@ def _paste(out: Tensor, images: Tensor, mask: Tensor) -> Tensor:
     return out.sub_(images).mul_(mask).add_(images)  # wraps around for integers, then back exactly
 
 
+def _in_memory_order(images: Tensor) -> Tensor | None:
+    """``images`` permuted so that its dims follow its memory order, when that makes it contiguous
+    with the batch dim outermost (e.g. a ``torch.channels_last`` batch); None otherwise."""
+    order = sorted(range(images.dim()), key=lambda d: (-images.stride(d), d))
+    view = images.permute(order)
+    return view if order[0] == 0 and view.is_contiguous() else None
+
+
 def _partner_images(images: Tensor, images2: Tensor | None, params: MixParams) -> Tensor:
     """A new tensor laid out like ``images`` holding each sample's partner."""
     out = torch.empty_like(images)
     if images2 is not None:  # the seed's pairing: sample i meets sample i of another shuffled batch
         return out.copy_(images2)
+    # On the CPU, index_select over a channels_last batch is ~8x slower than over the same memory
+    # viewed as contiguous (measured at 128x3x32x32), so gather whole samples in memory order.
+    source, target = _in_memory_order(images), _in_memory_order(out)
+    if source is not None and target is not None and source.shape == target.shape:
+        torch.index_select(source, 0, params.partner, out=target)
+        return out
     return torch.index_select(images, 0, params.partner, out=out)
 
 
@@ -84,7 +114,7 @@ def apply_cutmix(
     params = params.to(images.device)
     height, width = _spatial_size(images, data_format)
     _check_params_size(params, height, width)
-    mask = _box_mask(params, data_format, _mask_dtype(images))
+    mask = _box_mask(params, images, data_format, _mask_dtype(images))
     mixed = _paste(_partner_images(images, images2, params), images, mask)
     return mixed, _mix_targets(targets, targets2, params)
 
@@ -118,7 +148,7 @@ def apply_cutout(
     params = params.to(images.device)
     height, width = _spatial_size(images, data_format)
     _check_params_size(params, height, width)
-    mask = _box_mask(params, data_format, _mask_dtype(images))
+    mask = _box_mask(params, images, data_format, _mask_dtype(images))
     out = torch.empty_like(images)
     fill_value = torch.tensor(fill, dtype=images.dtype, device=images.device)
     if mask.dtype == torch.bool:
