@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -29,3 +30,20 @@ def test_readme_quick_start_commands_exist():
     assert "bash scripts/test.sh" in text
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert "scripts/test.sh" in ci, ".ci/run must call the README's test command"
+
+
+def test_readme_results_match_the_committed_reports():
+    """Every accuracy the README's Results section states is the one its committed report holds."""
+    text = README.read_text(encoding="utf-8")
+    results = text.split("## Results on CIFAR-10", 1)[1].split("\n## ", 1)[0]
+    reports = sorted((README.parent / "docs" / "results").glob("*/report.json"))
+    assert reports, "docs/results holds no report"
+    for path in reports:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        assert f"--recipe {report['recipe']}" in results, path
+        for arm in report["arms"]:
+            accuracy = report["per_arm"][arm]["test_acc"]
+            assert f"| {arm} | {accuracy['n']} | {100 * accuracy['mean']:.2f}%" in results, (path, arm)
+        for arm, paired in report["paired"].items():
+            mean = 100 * paired["test_acc"]["mean"]
+            assert f"{mean:+.2f} pp".replace("-", "−") in results, (path, arm)
