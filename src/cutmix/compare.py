@@ -28,9 +28,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from cutmix.config import MIXES, TrainConfig, config_with
 from cutmix.models import resnet_v1
 from cutmix.runinfo import atomic_torch_save, atomic_write_json, environment
-from cutmix.train import MIXES, TrainConfig, _seeded, config_with, setup_distributed, train
+from cutmix.train import _seeded, setup_distributed, train
 
 RUN_RECORD = "compare-run.json"
 # Not part of a run's identity: the path of the shared init file depends on where --out is given

@@ -9,10 +9,8 @@ import sys
 import numpy as np
 import torch
 
-from cutmix.train import (
+from cutmix.config import (
     AUGMENTS,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
     MIXES,
     OPTIMIZERS,
     PARTNERS,
@@ -20,11 +18,9 @@ from cutmix.train import (
     RECIPES,
     SCHEDULES,
     TrainConfig,
-    evaluate,
-    load_checkpoint,
     resolve_config,
-    train,
 )
+from cutmix.train import CIFAR10_MEAN, CIFAR10_STD, evaluate, load_checkpoint, train
 
 RECIPE_HELP = (
     "seed: the Keras example's choices (ResNet-20, Adam lr 1e-3 eps 1e-7, batch 32, 15 epochs, "
