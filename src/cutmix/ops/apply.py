@@ -23,15 +23,17 @@ def _outer(rows: Tensor, cols: Tensor) -> Tensor:
 def _box_mask(params: MixParams, images: Tensor, data_format: str, dtype: torch.dtype) -> Tensor:
     """Mask of ``dtype`` (bool, or 0/1 numbers), set inside each sample's box, broadcastable to
     ``images``: (B, 1, H, W) for channels_first or (B, H, W, 1) for channels_last, or the full
-    shape laid out like ``images`` when channels are innermost in memory (a ``torch.channels_last``
-    batch): broadcasting over an innermost dim of 3 is several times slower on the CPU."""
+    shape laid out like ``images`` when CPU images have channels innermost in memory (a
+    ``torch.channels_last`` batch): broadcasting over an innermost dim of 3 is several times slower
+    on the CPU."""
     if params.height == 0:
         raise ValueError(f"params: expected box parameters (CutMix or Cutout), got {params.kind!r} ones")
     rows, cols = params.box_rows.to(dtype), params.box_cols.to(dtype)
     channel_dim = 1 if data_format == "channels_first" else 3
     channels = images.shape[channel_dim]
-    if channels > 1 and images.stride(channel_dim) == 1:
-        # Built in memory order, (B, H, W·C), so that no op broadcasts over the innermost dim.
+    if images.device.type == "cpu" and channels > 1 and images.stride(channel_dim) == 1:
+        # Built in memory order, (B, H, W·C), so that no op broadcasts over the innermost dim (GPUs
+        # broadcast it at full speed and are spared the extra pass).
         mask = _outer(rows, cols.repeat_interleave(channels, dim=1))
         mask = mask.view(*rows.shape, cols.shape[1], channels)
         return mask.permute(0, 3, 1, 2) if data_format == "channels_first" else mask
