@@ -142,7 +142,11 @@ class _BatchOp:
         batch_size, height, width, paired = (int(v) for v in key)
         rows = MixParams(self.kind, state["pool"], 0 if self.kind == "mixup" else height,
                          0 if self.kind == "mixup" else width)  # fmt: skip
-        self._pool, self._pool_key = deque(rows.split(batch_size)), (batch_size, height, width, bool(paired))
+        # A state taken when the draws made ahead were used up holds no rows: split() would still
+        # give one empty batch, so the pool stays empty and the next call draws afresh, as the
+        # original op does.
+        pool = deque(rows.split(batch_size)) if rows.batch_size else deque()
+        self._pool, self._pool_key = pool, (batch_size, height, width, bool(paired))
 
     def _targets(self, labels: Tensor, device: torch.device) -> Tensor:
         return to_targets(labels, self.num_classes, self.label_smoothing, device)
