@@ -24,6 +24,9 @@ Conventions
 * targets: float32 (B, K) on the images' device, each row summing to 1. Label smoothing is applied in
   exactly one place, :func:`to_targets`, to each sample's own target *before* mixing:
   ``y * (1 - ε) + ε / K``. Do not smooth again in the loss.
+* Gradients flow through every op when images, a second batch or probability labels require grad
+  (e.g. mixing features, or learned augmentations); without grad (or under ``torch.no_grad``) the ops
+  write into preallocated buffers with ``out=``, which autograd does not support.
 * Images are expected to be finite: on the CPU, CutMix blends with 0/1 weights (faster there than
   ``torch.where``), which is exact for finite values.
 

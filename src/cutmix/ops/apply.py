@@ -57,6 +57,23 @@ def _mask_dtype(images: Tensor) -> torch.dtype:
     return torch.bool if images.device.type != "cpu" else images.dtype
 
 
+def _tracks_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd must record the op. The fast path writes with ``out=`` and in place, which
+    autograd refuses for inputs that require grad; under ``torch.no_grad`` it records nothing anyway."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _blend(partners: Tensor, images: Tensor, mask: Tensor) -> Tensor:
+    """``where(mask, partners, images)`` as a new tensor laid out like ``images``, which autograd can
+    follow: the same values as :func:`_paste` (a 0/1 ``lerp`` is exact), so each input element gets
+    the gradient of the output elements it lands in."""
+    if mask.dtype == torch.bool:
+        mixed = torch.where(mask, partners, images)
+    else:
+        mixed = torch.lerp(images, partners, mask)
+    return torch.empty_like(images).copy_(mixed)
+
+
 def _paste(out: Tensor, images: Tensor, mask: Tensor) -> Tensor:
     """Turns ``out``, which holds the partners, into ``where(mask, out, images)`` in place.
 
@@ -79,8 +96,12 @@ def _in_memory_order(images: Tensor) -> Tensor | None:
     return view if order[0] == 0 and view.is_contiguous() else None
 
 
-def _partner_images(images: Tensor, images2: Tensor | None, params: MixParams) -> Tensor:
-    """A new tensor laid out like ``images`` holding each sample's partner."""
+def _partner_images(images: Tensor, images2: Tensor | None, params: MixParams, grad: bool = False) -> Tensor:
+    """A new tensor laid out like ``images`` holding each sample's partner; with ``grad``, one that
+    autograd can follow (``images2`` itself, or a gather without ``out=``), to be neither written to
+    nor assumed laid out like ``images``."""
+    if grad:
+        return images2 if images2 is not None else images.index_select(0, params.partner)
     out = torch.empty_like(images)
     if images2 is not None:  # the seed's pairing: sample i meets sample i of another shuffled batch
         return out.copy_(images2)
@@ -117,7 +138,9 @@ def apply_cutmix(
     height, width = _spatial_size(images, data_format)
     _check_params_size(params, height, width)
     mask = _box_mask(params, images, data_format, _mask_dtype(images))
-    mixed = _paste(_partner_images(images, images2, params), images, mask)
+    grad = _tracks_grad(images, images2)
+    partners = _partner_images(images, images2, params, grad)
+    mixed = _blend(partners, images, mask) if grad else _paste(partners, images, mask)
     return mixed, _mix_targets(targets, targets2, params)
 
 
@@ -133,14 +156,18 @@ def apply_mixup(
     """``λ·x + (1−λ)·x_partner`` per sample, targets likewise. Integer images are computed in float32
     and rounded to nearest; half and bfloat16 images are computed in float32 too."""
     params = params.to(images.device)
-    partner_images = _partner_images(images, images2, params)
+    grad = _tracks_grad(images, images2)
+    partner_images = _partner_images(images, images2, params, grad)
     compute_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
     weight = params.weight.to(compute_dtype).view(-1, 1, 1, 1)
     mixed = torch.lerp(partner_images.to(compute_dtype), images.to(compute_dtype), weight)
     if not images.is_floating_point():
         info = torch.iinfo(images.dtype)
         mixed = mixed.round_().clamp_(info.min, info.max)
-    return partner_images.copy_(mixed), _mix_targets(targets, targets2, params)
+    # The fast path reuses the partners' buffer; with grad that may be images2, so a new one (copy_ is
+    # recorded by autograd).
+    out = torch.empty_like(images) if grad else partner_images
+    return out.copy_(mixed), _mix_targets(targets, targets2, params)
 
 
 def apply_cutout(
@@ -153,6 +180,10 @@ def apply_cutout(
     mask = _box_mask(params, images, data_format, _mask_dtype(images))
     out = torch.empty_like(images)
     fill_value = torch.tensor(fill, dtype=images.dtype, device=images.device)
+    if _tracks_grad(images):  # without out=, which autograd refuses; only floating point can need grad
+        if mask.dtype == torch.bool:
+            return out.copy_(torch.where(mask, fill_value, images))
+        return out.copy_(torch.lerp(images, fill_value, mask))
     if mask.dtype == torch.bool:
         return torch.where(mask, fill_value, images, out=out)
     if images.is_floating_point():
