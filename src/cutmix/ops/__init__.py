@@ -35,7 +35,9 @@ Modules
 * :mod:`cutmix.ops.params`: :class:`MixParams`, the ``sample_*_params`` functions and their argument
   checks (step 1);
 * :mod:`cutmix.ops.apply`: the ``apply_*`` functions (step 2) and :func:`to_targets`;
-* :mod:`cutmix.ops.classes`: the classes, which draw ahead and run both steps.
+* :mod:`cutmix.ops.classes`: the classes, which draw ahead and run both steps;
+* :mod:`cutmix.ops.dense`: segmentation masks, detection boxes and video clips carried through the
+  same parameters (``mix(images, labels, masks=..., boxes=..., box_labels=...)``).
 
 Everything public is importable from ``cutmix.ops`` itself.
 """
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 from cutmix.ops.apply import apply_cutmix, apply_cutout, apply_mixup, to_targets
 from cutmix.ops.classes import CutMix, CutMixOrMixUp, Cutout, MixUp
+from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, MixedBoxes, MixedMasks, mask_cross_entropy
 from cutmix.ops.params import (
     BOXES,
     DATA_FORMATS,
@@ -62,12 +65,17 @@ __all__ = [
     "CutMix",
     "CutMixOrMixUp",
     "Cutout",
+    "MASK_FILL",
+    "MIN_VISIBILITY",
     "DataFormat",
     "MixParams",
     "MixUp",
+    "MixedBoxes",
+    "MixedMasks",
     "apply_cutmix",
     "apply_cutout",
     "apply_mixup",
+    "mask_cross_entropy",
     "sample_cutmix_params",
     "sample_cutout_params",
     "sample_mixup_params",

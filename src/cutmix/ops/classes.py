@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from cutmix.ops.apply import _spatial_size, apply_cutmix, apply_cutout, apply_mixup, to_targets
+from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, _check_min_visibility, mix_dense
 from cutmix.ops.params import (
     BOXES,
     DATA_FORMATS,
@@ -106,8 +107,25 @@ class _BatchOp:
         labels2: Tensor | None = None,
         *,
         return_params: bool = False,
-    ) -> tuple[Tensor, ...]:
-        """``(mixed_images, targets)``, plus the drawn :class:`MixParams` with ``return_params``."""
+        masks: Tensor | None = None,
+        masks2: Tensor | None = None,
+        boxes: Tensor | list[Tensor] | None = None,
+        box_labels: Tensor | list[Tensor] | None = None,
+        boxes2: Tensor | list[Tensor] | None = None,
+        box_labels2: Tensor | list[Tensor] | None = None,
+    ) -> tuple:
+        """``(mixed_images, targets)``, plus the drawn :class:`MixParams` with ``return_params``.
+
+        With ``masks`` and/or ``boxes`` (and ``box_labels``), or 5-D video clips:
+        ``(mixed, targets[, masks][, MixedBoxes][, params])``; ``labels`` may then be None (targets
+        None). See :mod:`cutmix.ops.dense`.
+        """
+        dense = (masks, masks2, boxes, box_labels, boxes2, box_labels2)
+        if any(x is not None for x in dense) or (isinstance(images, Tensor) and images.ndim == 5):
+            return mix_dense(
+                self, images, labels, images2, labels2, return_params=return_params, masks=masks,
+                masks2=masks2, boxes=boxes, box_labels=box_labels, boxes2=boxes2, box_labels2=box_labels2,
+            )  # fmt: skip
         targets, targets2 = self._inputs(images, labels, images2, labels2)
         height, width = _spatial_size(images, self.data_format)
         params = self._next_params(images.shape[0], height, width, images2 is not None)
@@ -208,12 +226,15 @@ class CutMix(_BatchOp):
         box: str = "center",
         data_format: DataFormat = "channels_first",
         generator: torch.Generator | None = None,
+        *,
+        min_visibility: float = MIN_VISIBILITY,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, generator)
         self.alpha = _check_alpha(alpha)
         self.p = _check_p(p)
         self.partner = _check_choice("partner", partner, PARTNERS)
         self.box = _check_choice("box", box, BOXES)
+        self.min_visibility = _check_min_visibility(min_visibility)
 
     def sample(
         self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
@@ -294,11 +315,18 @@ class Cutout(_BatchOp):
         fill: float = 0.0,
         data_format: DataFormat = "channels_first",
         generator: torch.Generator | None = None,
+        *,
+        mask_fill: int = MASK_FILL,
+        min_visibility: float = MIN_VISIBILITY,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, generator)
         self.size = _check_cutout_size(size)
         self.p = _check_p(p)
         self.fill = float(fill)
+        if isinstance(mask_fill, bool) or not isinstance(mask_fill, int):
+            raise ValueError(f"mask_fill: expected an int class id (e.g. 255, ignored), got {mask_fill!r}")
+        self.mask_fill = mask_fill
+        self.min_visibility = _check_min_visibility(min_visibility)
 
     def sample(
         self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
@@ -353,10 +381,13 @@ class CutMixOrMixUp:
         labels2: Tensor | None = None,
         *,
         return_params: bool = False,
+        **dense: Tensor | list[Tensor] | None,
     ) -> tuple[Tensor, ...]:
+        """As the ops' call; ``dense`` (masks, boxes, ...) go to the op picked. Masks come back as a
+        tensor from CutMix and as :class:`MixedMasks` from MixUp: :func:`mask_cross_entropy` takes both."""
         use_cutmix = torch.rand((), generator=self.generator).item() < self.switch_prob
         op = self.cutmix if use_cutmix else self.mixup
-        return op(images, labels, images2, labels2, return_params=return_params)
+        return op(images, labels, images2, labels2, return_params=return_params, **dense)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "cutmix": self.cutmix.state_dict(),
