@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
 
+import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from cutmix.ops.apply import _spatial_size, apply_cutmix, apply_cutout, apply_mixup, to_targets
 from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, _check_min_visibility, mix_dense
@@ -29,6 +32,39 @@ from cutmix.ops.params import (
 # small numpy calls whatever the count, so per batch it then costs a slice.
 _POOL_BATCHES = 32
 _POOL_ROWS = 4096
+
+
+class _WorkerStreams:
+    """Gives each DataLoader worker its own stream of draws.
+
+    An op used in a ``collate_fn`` (as torchvision documents for its ``v2.CutMix``) is copied into
+    every worker, generator and draws made ahead included, so without this every worker would draw
+    the same parameters for its k-th batch, epoch after epoch. The first draw in a worker replaces
+    the copied generator, once, by one seeded from the copy and the worker's seed: the DataLoader
+    draws that seed per iterator from its ``generator`` or, without one, from torch's global RNG, so a
+    seeded loader stays reproducible and each epoch draws afresh. The main process draws exactly as
+    before.
+    """
+
+    generator: torch.Generator
+    _worker: tuple[int, int, int] | None = None  # (pid, worker id, worker seed) the stream is for
+
+    def _generator_here(self) -> torch.Generator:
+        """The generator to draw from in this process (see the class docstring)."""
+        info = get_worker_info()
+        if info is None:  # the main process
+            return self.generator
+        worker = (os.getpid(), info.id, info.seed)
+        if worker != self._worker:
+            own = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            seed = np.random.SeedSequence([own, info.seed, info.id]).generate_state(1, np.uint64)[0]
+            self.generator = torch.Generator().manual_seed(int(seed))
+            self._worker = worker
+            self._forget_draws_ahead()
+        return self.generator
+
+    def _forget_draws_ahead(self) -> None:
+        """Drops what the main process drew ahead: every worker holds a copy of it."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,7 +97,7 @@ def _check_batch(
         )
 
 
-class _BatchOp:
+class _BatchOp(_WorkerStreams):
     """Shared argument handling for the mixing ops."""
 
     def __init__(
@@ -138,12 +174,16 @@ class _BatchOp:
         The draws depend only on the generator and the sequence of batch shapes, so a seed still
         fixes every output; :meth:`state_dict` saves what was drawn ahead.
         """
+        self._generator_here()  # in a DataLoader worker, first its own stream (and no copied pool)
         key = (batch_size, height, width, paired)
         if key != self._pool_key or not self._pool:
             batches = max(1, min(_POOL_BATCHES, _POOL_ROWS // batch_size))
             drawn = self.sample(batch_size, height, width, paired, batches=batches)
             self._pool, self._pool_key = deque(drawn.split(batch_size)), key
         return self._pool.popleft()
+
+    def _forget_draws_ahead(self) -> None:
+        self._pool, self._pool_key = deque(), None
 
     def state_dict(self) -> dict:
         """The generator's state and the parameters drawn ahead: what a checkpoint needs to continue
@@ -241,7 +281,7 @@ class CutMix(_BatchOp):
     ) -> MixParams:
         return sample_cutmix_params(
             batch_size, height, width, alpha=self.alpha, p=self.p, partner=None if paired else self.partner,
-            box=self.box, generator=self.generator, batches=batches,
+            box=self.box, generator=self._generator_here(), batches=batches,
         )  # fmt: skip
 
     def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
@@ -285,7 +325,7 @@ class MixUp(_BatchOp):
     ) -> MixParams:
         return sample_mixup_params(
             batch_size, alpha=self.alpha, p=self.p, partner=None if paired else self.partner,
-            generator=self.generator, batches=batches,
+            generator=self._generator_here(), batches=batches,
         )  # fmt: skip
 
     def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
@@ -332,8 +372,9 @@ class Cutout(_BatchOp):
         self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
     ) -> MixParams:
         return sample_cutout_params(
-            batch_size, height, width, size=self.size, p=self.p, generator=self.generator, batches=batches
-        )
+            batch_size, height, width, size=self.size, p=self.p, generator=self._generator_here(),
+            batches=batches,
+        )  # fmt: skip
 
     def _apply(self, images, targets, params, images2, targets2) -> tuple[Tensor, Tensor]:
         return apply_cutout(images, params, data_format=self.data_format, fill=self.fill), targets
@@ -342,7 +383,7 @@ class Cutout(_BatchOp):
         return f"Cutout(size={self.size}, p={self.p}, num_classes={self.num_classes}, fill={self.fill})"
 
 
-class CutMixOrMixUp:
+class CutMixOrMixUp(_WorkerStreams):
     """Per batch, CutMix with probability ``switch_prob``, else MixUp (timm's ``switch_prob``).
 
     Both ops keep their own settings and generators; this op's own ``generator`` draws the switch.
@@ -385,7 +426,7 @@ class CutMixOrMixUp:
     ) -> tuple[Tensor, ...]:
         """As the ops' call; ``dense`` (masks, boxes, ...) go to the op picked. Masks come back as a
         tensor from CutMix and as :class:`MixedMasks` from MixUp: :func:`mask_cross_entropy` takes both."""
-        use_cutmix = torch.rand((), generator=self.generator).item() < self.switch_prob
+        use_cutmix = torch.rand((), generator=self._generator_here()).item() < self.switch_prob
         op = self.cutmix if use_cutmix else self.mixup
         return op(images, labels, images2, labels2, return_params=return_params, **dense)
 
