@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cutmix.ops import CutMix, Cutout, MixUp
+from cutmix.preview_dense import draw_demo_rows
 from cutmix.runinfo import atomic_save_figure
 
 COLOURS = ["red", "green", "blue", "yellow", "cyan", "magenta"]
@@ -51,7 +52,9 @@ def write_demo(out: str | Path, seed: int = 0) -> Path:
         mixed, targets = op(images, labels)
         rows.append((name, mixed, targets))
 
-    fig, axes = plt.subplots(len(rows), k, figsize=(2.2 * k, 2.4 * len(rows)))
+    # Two more rows: generated shapes with their masks and boxes, then CutMix carrying both along.
+    fig, axes = plt.subplots(len(rows) + 2, k, figsize=(2.2 * k, 2.4 * (len(rows) + 2)))
+    draw_demo_rows(axes[len(rows) :], seed=seed)
     for r, (name, batch, targets) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]

@@ -77,6 +77,14 @@ def write_preview(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from cutmix.data.segmentation import SegmentationDataset
+
+    if isinstance(dataset, SegmentationDataset):  # masks and boxes drawn over the mixed images
+        from cutmix.preview_dense import write_seg_preview
+
+        if mix not in MIXES:
+            raise ValueError(f"expected mix in {MIXES}, got {mix!r}")
+        return write_seg_preview(dataset, out, mix, seed, alpha)
     images, titles = preview_batch(dataset, mix, seed, alpha)
     # A bare Figure with the Agg canvas: no pyplot, so no global backend switch and nothing left open.
     fig = Figure(figsize=(10, 10.6))

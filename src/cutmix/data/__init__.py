@@ -3,5 +3,13 @@ device-side loader."""
 
 from cutmix.data.datasets import Dataset, load_dataset
 from cutmix.data.loader import DeviceLoader, stratified_split
+from cutmix.data.segmentation import SegmentationDataset, make_synthetic_seg
 
-__all__ = ["Dataset", "DeviceLoader", "load_dataset", "stratified_split"]
+__all__ = [
+    "Dataset",
+    "DeviceLoader",
+    "SegmentationDataset",
+    "load_dataset",
+    "make_synthetic_seg",
+    "stratified_split",
+]

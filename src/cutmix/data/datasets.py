@@ -36,6 +36,7 @@ from cutmix.data.cifar import (
     cifar_search_roots,
 )
 from cutmix.data.imagetree import _load_image_tree
+from cutmix.data.segmentation import SEG_NAME, load_synthetic_seg
 from cutmix.data.synthetic import SYNTHETIC_TRAIN, make_synthetic
 
 __all__ = [
@@ -82,6 +83,10 @@ def load_dataset(
             raise ValueError(f"expected resize as (H, W), two positive integers, got {resize!r}")
         resize = (height, width)
     base, _, arg = text.partition(":")
+    if base.lower() == SEG_NAME:  # generated shapes with masks and boxes (cutmix.data.segmentation)
+        if resize is not None:
+            raise ValueError(f"resize applies to image folders only, not to {text!r}")
+        return load_synthetic_seg(text, seed=seed)
     named = base.lower() == "synthetic" or text.lower() in _FORMATS_BY_NAME
     if named and resize is not None:
         raise ValueError(f"resize applies to image folders only, not to {text!r}")
