@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import cutmix.ops.apply
 from cutmix import CutMix, Cutout, MixUp, apply_mixup
 
 
@@ -41,11 +42,20 @@ LAYOUTS = [
 ]
 
 
+@pytest.fixture(params=["numeric", "bool"])
+def mask_kind(request, monkeypatch):
+    """The CPU blends with a 0/1 numeric mask; accelerators select with a boolean one (torch.where):
+    forced here so that path is checked without a GPU."""
+    if request.param == "bool":
+        monkeypatch.setattr(cutmix.ops.apply, "_mask_dtype", lambda images: torch.bool)
+    return request.param
+
+
 @pytest.mark.parametrize(("data_format", "memory_format"), LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("paired", [False, True])
 def test_cutmix_gradient_counts_the_output_pixels_each_input_pixel_feeds(
-    data_format, memory_format, dtype, paired
+    data_format, memory_format, dtype, paired, mask_kind
 ):
     shape = (6, 3, 10, 12) if data_format == "channels_first" else (6, 10, 12, 3)
     count = int(np.prod(shape))  # codes stay below 2**24, exact in float32
@@ -81,7 +91,7 @@ def test_cutmix_gradient_counts_the_output_pixels_each_input_pixel_feeds(
 @pytest.mark.parametrize(("data_format", "memory_format"), LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("fill", [0.0, -1.0])
-def test_cutout_gradient_is_one_where_the_pixel_survives(data_format, memory_format, dtype, fill):
+def test_cutout_gradient_is_one_where_the_pixel_survives(data_format, memory_format, dtype, fill, mask_kind):
     shape = (5, 3, 9, 11) if data_format == "channels_first" else (5, 9, 11, 3)
     images = _layout(_coded(shape, dtype, offset=1), memory_format)  # codes >= 1: never the fill
     mixed = Cutout(size=4, fill=fill, data_format=data_format, num_classes=3, generator=gen(0))(
