@@ -2,6 +2,10 @@
 
 Each subcommand lives beside the code it drives and contributes itself through an
 ``add_parser(subparsers)`` function that sets ``func(args) -> int`` on its parser.
+
+Errors: a :class:`cutmix.errors.UsageError` (a bad option, or a bad file the user named) and an
+``OSError`` (a file that cannot be read or written) print one line and exit with status 2; any other
+exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 import cutmix
+from cutmix.errors import UsageError
 
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2, no traceback."""
+# The former name of the user-error class, kept for code that raises or catches it.
+CLIError = UsageError
 
 
 def _subcommand_modules() -> list:
@@ -54,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, OSError) as exc:
+    # Only what the user can fix gets one line: a plain ValueError or TypeError from our code is a bug,
+    # and its traceback is what a bug report needs.
+    except (UsageError, OSError) as exc:
         print(f"cutmix {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from cutmix.config import MIXES, TrainConfig, config_with
+from cutmix.config import MIXES, TrainConfig, config_with, negatable_options
+from cutmix.errors import UsageError
 from cutmix.jobs import (
     RunsFailedError,
     Task,
@@ -53,12 +54,12 @@ def parse_arms(text: str) -> tuple[str, ...]:
     """``"none,cutmix"`` -> ``("none", "cutmix")``; ValueError for unknown or repeated arms."""
     arms = tuple(a.strip() for a in text.split(",") if a.strip())
     if not arms:
-        raise ValueError(f"--arms: expected a comma-separated list of {', '.join(MIXES)}, got {text!r}")
+        raise UsageError(f"--arms: expected a comma-separated list of {', '.join(MIXES)}, got {text!r}")
     unknown = [a for a in arms if a not in MIXES]
     if unknown:
-        raise ValueError(f"--arms: expected arms among {', '.join(MIXES)}, got {', '.join(unknown)}")
+        raise UsageError(f"--arms: expected arms among {', '.join(MIXES)}, got {', '.join(unknown)}")
     if len(set(arms)) != len(arms):
-        raise ValueError(f"--arms: expected each arm once, got {text!r}")
+        raise UsageError(f"--arms: expected each arm once, got {text!r}")
     return arms
 
 
@@ -128,7 +129,8 @@ def plan(base: TrainConfig, arms: tuple[str, ...], seeds: list[int], out: str | 
     runs = []
     for seed in seeds:
         for arm in arms:
-            config = replace(base, mix=arm, seed=seed, init=None)
+            # Validated here, so that a bad option of any arm is refused before the first run trains.
+            config = config_with(base, mix=arm, seed=seed, init=None)
             run = PlannedRun(arm, seed, run_dir(out, seed, arm), config)
             _inspect(run)
             runs.append(run)
@@ -324,7 +326,7 @@ def _bar(runs: list[PlannedRun], enabled: bool):
 # --------------------------------------------------------------------------------------------
 
 _FLAGS = ("force", "quiet", "stop_on_divergence")
-_NEGATABLE = ("normalize", "tta_flip", "compile")
+_NEGATABLE = negatable_options()  # --x / --no-x: every boolean option of TrainConfig but the switches
 
 
 def command_from_args(args: argparse.Namespace) -> list[str]:

@@ -8,12 +8,14 @@ title names both classes and their weights, read from the op's soft targets ("ca
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cutmix.data import Dataset
+from cutmix.errors import DataError, UsageError
 from cutmix.ops import CutMix, Cutout, MixUp
 from cutmix.runinfo import atomic_save_figure
 
@@ -35,7 +37,7 @@ def preview_batch(
     n = len(dataset.train_images)
     count = GRID * GRID
     if n < count:
-        raise ValueError(f"expected at least {count} training images for the preview, got {n}")
+        raise DataError(f"expected at least {count} training images for the preview, got {n}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     # Distinct partners when there are enough images; otherwise an independent draw, as the
@@ -104,6 +106,10 @@ def write_preview(
 
 def run(args: argparse.Namespace) -> int:
     from cutmix.data import load_dataset
+
+    # Checked here, before the data set is loaded, with the flag's name (the op would say "alpha").
+    if not (math.isfinite(args.alpha) and args.alpha > 0):
+        raise UsageError(f"--alpha: expected a finite number > 0, got {args.alpha}")
 
     dataset = load_dataset(args.data)
     path = write_preview(dataset, Path(args.out), mix=args.mix, seed=args.seed, alpha=args.alpha)

@@ -39,6 +39,7 @@ from cutmix.config import (  # noqa: F401
     resolve_config,
 )
 from cutmix.data import DeviceLoader, load_dataset, stratified_split
+from cutmix.errors import DataError, UsageError
 from cutmix.models import l2_penalty, param_groups, resnet_v1
 from cutmix.ops import CutMix, Cutout, MixUp, to_targets
 from cutmix.runinfo import atomic_torch_save, atomic_write_json, environment
@@ -189,7 +190,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"{path}: not a readable cutmix checkpoint ({exc})") from exc
+        raise DataError(f"{path}: not a readable cutmix checkpoint ({exc})") from exc
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
@@ -197,7 +198,7 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     state = load_checkpoint(path)
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a model state dict or a cutmix checkpoint")
+        raise DataError(f"{path}: expected a model state dict or a cutmix checkpoint")
     return state
 
 
@@ -262,7 +263,7 @@ def train(
     dist_info, device = setup_distributed(config.device)
     checkpoint_path = out_dir / "checkpoint.pt"
     if checkpoint_path.exists() and not resume:
-        raise ValueError(f"--out: {out_dir} already holds a run; pass --resume to continue it")
+        raise UsageError(f"--out: {out_dir} already holds a run; pass --resume to continue it")
 
     # Data: the whole split on the device; the validation split held out of train by count.
     dataset = load_dataset(config.data, progress=progress and dist_info.is_main)
@@ -281,15 +282,24 @@ def train(
     )
     shard = slice(dist_info.rank, None, dist_info.world_size)
     if config.val:
+        if config.val >= len(train_labels):
+            raise UsageError(
+                f"--val: expected fewer than the {len(train_labels)} training images, got {config.val}"
+            )
         train_idx, val_idx = stratified_split(train_labels, config.val, seed=config.seed)
         val_idx = np.sort(val_idx)[shard]
         val_loader = DeviceLoader(train_images[val_idx], train_labels[val_idx], **eval_kwargs)
         train_images, train_labels = train_images[np.sort(train_idx)], train_labels[np.sort(train_idx)]
     test_loader = DeviceLoader(dataset.test_images[shard], dataset.test_labels[shard], **eval_kwargs)
     if config.batch_size % dist_info.world_size:
-        raise ValueError(
+        raise UsageError(
             f"--batch-size: expected a multiple of the {dist_info.world_size} processes, "
             f"got {config.batch_size}"
+        )
+    if config.batch_size > len(train_labels):
+        # Every batch is full (drop_last): a batch larger than the data set would train on nothing.
+        raise UsageError(
+            f"--batch-size: expected at most the {len(train_labels)} training images, got {config.batch_size}"
         )
     train_loader = DeviceLoader(
         train_images,
@@ -332,7 +342,7 @@ def train(
         checkpoint = load_checkpoint(checkpoint_path)
         # The --init path may differ (a run folder moved mid-run); the checkpoint holds the weights.
         if _without_init(checkpoint["config"]) != _without_init(asdict(config)):
-            raise ValueError(
+            raise UsageError(
                 f"--resume: {checkpoint_path} was written with another configuration; "
                 "use a new --out or the same options"
             )

@@ -5,133 +5,45 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Collection
+from dataclasses import fields
 
 import numpy as np
 import torch
 
-from cutmix.config import (
-    AUGMENTS,
-    MIXES,
-    OPTIMIZERS,
-    PARTNERS,
-    PRECISIONS,
-    RECIPES,
-    SCHEDULES,
+from cutmix.config import (  # noqa: F401 - RECIPE_HELP re-exported for cutmix.compare
+    RECIPE_HELP,
+    RUN_OPTIONS,
     TrainConfig,
-    resolve_config,
+    add_config_options,
+    check_device,
+    config_from_options,
 )
+from cutmix.errors import DataError
 from cutmix.train import CIFAR10_MEAN, CIFAR10_STD, evaluate, load_checkpoint, train
 
-RECIPE_HELP = (
-    "seed: the Keras example's choices (ResNet-20, Adam lr 1e-3 eps 1e-7, batch 32, 15 epochs, "
-    "[0, 1] pixels, no crop/flip, CutMix alpha 0.25 with the partner from a second, independently "
-    "shuffled stream, L2 1e-4 on conv kernels), with two deliberate fixes: every arm gets a full "
-    "shuffle each epoch (the seed never shuffles its no-augmentation arm and shuffles its CutMix "
-    "streams with a 1024-image buffer), and an empty box mixes nothing (the seed pastes 1 pixel). "
-    "fast: crop+flip, SGD-Nesterov one-cycle, label smoothing, batch 128, mixing off for the last "
-    "epochs, flip test-time augmentation (reported as such). Explicit options override the recipe."
-)
 
-
-def add_train_options(parser: argparse.ArgumentParser) -> None:
-    """The options shared by `train` and `compare` (all default to None: the recipe decides)."""
-    parser.add_argument("--data", default=None, help="dataset: cifar10, cifar100, synthetic, or a path")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="seed", help=RECIPE_HELP)
-    parser.add_argument("--mix", choices=MIXES, default=None, help="mixing op (train; compare uses --arms)")
-    parser.add_argument("--alpha", type=float, default=None, help="Beta(alpha, alpha) for CutMix/MixUp")
-    parser.add_argument("--mix-p", type=float, default=None, help="probability that a sample is mixed")
-    parser.add_argument("--cutout-size", type=int, default=None, help="Cutout square side in pixels")
-    parser.add_argument(
-        "--partner",
-        choices=PARTNERS,
-        default=None,
-        help="permute/roll/flip within the batch, or stream: a second shuffled stream",
-    )
-    parser.add_argument("--mix-off-epochs", type=int, default=None, help="no mixing in the last N epochs")
-    parser.add_argument("--augment", choices=AUGMENTS, default=None)
-    parser.add_argument(
-        "--normalize",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="normalise by CIFAR-10 channel mean/std",
-    )
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    parser.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
-    parser.add_argument("--momentum", type=float, default=None)
-    parser.add_argument("--weight-decay", type=float, default=None, help="optimizer decay on conv kernels")
-    parser.add_argument("--l2", type=float, default=None, help="Keras-style L2 on conv kernels, in the loss")
-    parser.add_argument("--schedule", choices=SCHEDULES, default=None)
-    parser.add_argument("--label-smoothing", type=float, default=None)
-    parser.add_argument(
-        "--tta-flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="evaluate on the mean of each image and its mirror image",
-    )
-    parser.add_argument("--depth", type=int, default=None, help="ResNet depth 6n+2 (default 20)")
-    parser.add_argument(
-        "--bn-momentum",
-        type=float,
-        default=None,
-        help="BatchNorm momentum, PyTorch convention (seed: 0.01 = Keras 0.99)",
-    )
-    parser.add_argument("--val", type=int, default=None, help="hold out N training images for validation")
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default=None, help="auto: bf16 autocast on GPU, fp32 on CPU"
-    )
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument(
-        "--stop-on-divergence",
-        action="store_true",
-        default=None,
-        help="end with exit status 3 when the run diverges",
-    )
+def add_train_options(parser: argparse.ArgumentParser, exclude: Collection[str] = RUN_OPTIONS) -> None:
+    """The options shared by `train` and `compare`: one per TrainConfig field (all default to None: the
+    recipe decides), except ``exclude`` (by default the per-run ``seed`` and ``init``), and --quiet."""
+    add_config_options(parser, exclude=exclude)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-CONFIG_OPTIONS = [
-    "data",
-    "mix",
-    "alpha",
-    "mix_p",
-    "cutout_size",
-    "partner",
-    "mix_off_epochs",
-    "augment",
-    "normalize",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "l2",
-    "schedule",
-    "label_smoothing",
-    "tta_flip",
-    "depth",
-    "bn_momentum",
-    "val",
-    "device",
-    "precision",
-    "compile",
-    "stop_on_divergence",
-]
+# Every TrainConfig field but the recipe (which config_from_args passes on its own), in field order.
+CONFIG_OPTIONS = [f.name for f in fields(TrainConfig) if f.name != "recipe"]
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> TrainConfig:
-    overrides = {name: getattr(args, name, None) for name in CONFIG_OPTIONS}
-    overrides.update(extra)
-    if overrides["data"] is None:
-        overrides["data"] = "cifar10"
-    return resolve_config(args.recipe, **overrides)
+    """The validated config of parsed `train`/`compare` options (``--data`` defaults to cifar10)."""
+    options = vars(args).copy()
+    if options.get("data") is None and extra.get("data") is None:
+        options["data"] = "cifar10"
+    return config_from_options(options, **extra)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    config = config_from_args(args, seed=args.seed, init=args.init)
+    config = config_from_args(args)
     summary = train(config, args.out, resume=args.resume, progress=not args.quiet, argv=sys.argv[1:])
     accuracy = summary["test_acc"]
     tta = " (flip TTA)" if summary["tta_flip"] else ""
@@ -149,7 +61,7 @@ def _model_from_checkpoint(path: str, device: torch.device):
 
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
-        raise ValueError(f"--checkpoint: {path} is not a cutmix checkpoint (no model and config)")
+        raise DataError(f"--checkpoint: {path} is not a cutmix checkpoint (no model and config)")
     config = TrainConfig(**checkpoint["config"])
     num_classes = checkpoint["model"]["fc.weight"].shape[0]
     model = resnet_v1(config.depth, num_classes)
@@ -160,6 +72,7 @@ def _model_from_checkpoint(path: str, device: torch.device):
 def run_evaluate(args: argparse.Namespace) -> int:
     from cutmix.data import DeviceLoader, load_dataset
 
+    check_device(args.device or "auto")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = _model_from_checkpoint(args.checkpoint, device)
     dataset = load_dataset(args.data or config.data, progress=not args.quiet)
@@ -213,7 +126,7 @@ def run_predict(args: argparse.Namespace) -> int:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB").resize((32, 32), Image.BILINEAR), dtype=np.float32)
         except (OSError, UnidentifiedImageError) as exc:
-            raise ValueError(f"{path}: not a readable image ({exc})") from exc
+            raise DataError(f"{path}: not a readable image ({exc})") from exc
         x = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)
         x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
         with torch.no_grad():
@@ -232,9 +145,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train ResNet on a dataset, with or without mixing",
         description="Train ResNet (the Keras example's ResNet-20 by default). " + RECIPE_HELP,
     )
-    add_train_options(train_parser)
-    train_parser.add_argument("--seed", type=int, default=0, help="seed of init, data order and mixing")
-    train_parser.add_argument("--init", default=None, help="initial weights (init.pt of another run)")
+    add_train_options(train_parser, exclude=())
     train_parser.add_argument("--out", required=True, help="run folder")
     train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     train_parser.set_defaults(func=run_train)

@@ -31,6 +31,7 @@ import numpy as np
 
 from cutmix.data.base import DATA_DIR_ENV, Dataset, DatasetNotFoundError, _describe, default_cache_dir
 from cutmix.data.download import DownloadError, download_file
+from cutmix.errors import DataError
 
 __all__ = ["CIFAR10", "CIFAR100", "CIFAR_MD5", "CIFAR_URL_ENV", "cifar_search_roots"]
 
@@ -185,11 +186,11 @@ def _unpickle_dict(data: bytes, source: str) -> dict[str, Any]:
     try:
         obj = _CifarUnpickler(data, source).load()
     except _Refused as exc:
-        raise ValueError(str(exc)) from exc
+        raise DataError(str(exc)) from exc
     except Exception as exc:  # any failure to parse untrusted bytes is the file's fault
-        raise ValueError(f"{source}: not a valid CIFAR pickle (truncated or corrupt?): {exc!r}") from exc
+        raise DataError(f"{source}: not a valid CIFAR pickle (truncated or corrupt?): {exc!r}") from exc
     if not isinstance(obj, dict):
-        raise ValueError(f"{source}: expected a pickled dict, got {type(obj).__name__}")
+        raise DataError(f"{source}: expected a pickled dict, got {type(obj).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
 
 
@@ -201,22 +202,22 @@ def _parse_batch(
     if not (
         isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072
     ):
-        raise ValueError(
+        raise DataError(
             f"{source}: expected 'data' as a uint8 array of shape (N, 3072), got {_describe(data)}"
         )
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # row-major RGB planes -> NHWC
     labels = []
     for key, num_classes in label_keys.items():
         if key not in obj:
-            raise ValueError(f"{source}: missing key {key!r} (keys: {sorted(obj)})")
+            raise DataError(f"{source}: missing key {key!r} (keys: {sorted(obj)})")
         try:
             values = np.asarray(obj[key])
         except Exception as exc:
-            raise ValueError(f"{source}: {key!r} is not a list of integers") from exc
+            raise DataError(f"{source}: {key!r} is not a list of integers") from exc
         if values.shape != (len(data),) or (len(data) and values.dtype.kind not in "iu"):
-            raise ValueError(f"{source}: expected {key!r} as {len(data)} integers, got {_describe(values)}")
+            raise DataError(f"{source}: expected {key!r} as {len(data)} integers, got {_describe(values)}")
         if len(values) and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(f"{source}: {key!r} outside [0, {num_classes})")
+            raise DataError(f"{source}: {key!r} outside [0, {num_classes})")
         labels.append(values.astype(np.int64))
     return images, labels
 
@@ -224,14 +225,14 @@ def _parse_batch(
 def _parse_names(obj: dict[str, Any], key: str, source: str) -> list[str]:
     names = obj.get(key)
     if not (isinstance(names, list) and names and all(isinstance(n, bytes | str) for n in names)):
-        raise ValueError(f"{source}: expected {key!r} as a list of class names, got {_describe(names)}")
+        raise DataError(f"{source}: expected {key!r} as a list of class names, got {_describe(names)}")
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
 
 def _assemble(fmt: _CifarFormat, objs: dict[str, dict[str, Any]], where: str, source: str) -> Dataset:
     missing = [name for name in fmt.files if name not in objs]
     if missing:
-        raise ValueError(f"{where}: missing {', '.join(missing)} (expected the official {fmt.folder} layout)")
+        raise DataError(f"{where}: missing {', '.join(missing)} (expected the official {fmt.folder} layout)")
     meta = objs[fmt.meta_file]
     classes = _parse_names(meta, fmt.class_key, f"{where}/{fmt.meta_file}")
     coarse = (
@@ -280,7 +281,7 @@ def _read_cifar_tarball(path: Path) -> Dataset:
             for member in tar:
                 name = PurePosixPath(member.name)
                 if name.is_absolute() or ".." in name.parts:
-                    raise ValueError(
+                    raise DataError(
                         f"{path}: refusing unsafe member name {member.name!r} (absolute or '..')"
                     )
                 parts = [p for p in name.parts if p != "."]
@@ -288,18 +289,18 @@ def _read_cifar_tarball(path: Path) -> Dataset:
                 if fmt is None or parts[0] != fmt.folder or parts[1] not in fmt.files or not member.isfile():
                     continue
                 if member.size > _MAX_MEMBER_BYTES:
-                    raise ValueError(
+                    raise DataError(
                         f"{path}: member {member.name} is {member.size} bytes, too big for CIFAR"
                     )
                 fmts.add(fmt)
                 if len(fmts) > 1:
-                    raise ValueError(f"{path}: holds both CIFAR-10 and CIFAR-100 members")
+                    raise DataError(f"{path}: holds both CIFAR-10 and CIFAR-100 members")
                 data = tar.extractfile(member).read()
                 objs[parts[1]] = _unpickle_dict(data, f"{path}:{member.name}")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise ValueError(f"{path}: cannot read the tar archive (truncated or corrupt?): {exc}") from exc
+        raise DataError(f"{path}: cannot read the tar archive (truncated or corrupt?): {exc}") from exc
     if not fmts:
-        raise ValueError(
+        raise DataError(
             f"{path}: no {CIFAR10.folder}/ or {CIFAR100.folder}/ batches inside; "
             "expected cifar-10-python.tar.gz or cifar-100-python.tar.gz"
         )

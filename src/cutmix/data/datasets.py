@@ -38,6 +38,7 @@ from cutmix.data.cifar import (
 from cutmix.data.imagetree import _load_image_tree
 from cutmix.data.segmentation import SEG_NAME, load_synthetic_seg
 from cutmix.data.synthetic import SYNTHETIC_TRAIN, make_synthetic
+from cutmix.errors import DataError
 
 __all__ = [
     "CIFAR_MD5",
@@ -80,7 +81,7 @@ def load_dataset(
         except (TypeError, ValueError):
             height = width = 0
         if height < 1 or width < 1:
-            raise ValueError(f"expected resize as (H, W), two positive integers, got {resize!r}")
+            raise DataError(f"expected resize as (H, W), two positive integers, got {resize!r}")
         resize = (height, width)
     base, _, arg = text.partition(":")
     if base.lower() == SEG_NAME:  # generated shapes with masks and boxes (cutmix.data.segmentation)
@@ -89,10 +90,10 @@ def load_dataset(
         return load_synthetic_seg(text, seed=seed)
     named = base.lower() == "synthetic" or text.lower() in _FORMATS_BY_NAME
     if named and resize is not None:
-        raise ValueError(f"resize applies to image folders only, not to {text!r}")
+        raise DataError(f"resize applies to image folders only, not to {text!r}")
     if base.lower() == "synthetic":
         if arg and not (arg.isdigit() and int(arg) > 0):
-            raise ValueError(f"expected synthetic:N with N a positive integer, got {text!r}")
+            raise DataError(f"expected synthetic:N with N a positive integer, got {text!r}")
         return make_synthetic(int(arg) if arg else SYNTHETIC_TRAIN, seed=seed)
     if text.lower() in _FORMATS_BY_NAME:
         return _load_named_cifar(
@@ -100,7 +101,7 @@ def load_dataset(
         )
     path = Path(text).expanduser()
     if not path.exists():
-        raise ValueError(
+        raise DataError(
             "expected a dataset name (cifar10, cifar100, synthetic, synthetic:N) or an existing "
             f"file or folder for spec, got {text!r}"
         )
@@ -113,7 +114,7 @@ def _load_path(
     if path.is_dir() and ((path / "train").is_dir() or (path / "test").is_dir()):
         return _load_image_tree(path, cache_dir, progress, resize, workers)
     if resize is not None:
-        raise ValueError(f"resize applies to image folders only, not to {path}")
+        raise DataError(f"resize applies to image folders only, not to {path}")
     if path.is_file():
         return _read_cifar_tarball(path)
     for fmt in _FORMATS:
@@ -124,14 +125,14 @@ def _load_path(
         p for fmt in _FORMATS for p in (path / fmt.folder, *(path / t for t in fmt.tarballs)) if p.exists()
     ]
     if len({_FORMAT_OF_LOCAL_NAME[p.name] for p in found}) > 1:
-        raise ValueError(
+        raise DataError(
             f"{path} holds both CIFAR-10 and CIFAR-100; pass one of {', '.join(map(str, found))}"
         )
     if found and found[0].is_dir():
         return _read_cifar_folder(found[0], _FORMAT_OF_LOCAL_NAME[found[0].name])
     if found:
         return _read_cifar_tarball(found[0])
-    raise ValueError(
+    raise DataError(
         f"{path}: not a dataset folder; expected an image tree with train/ and test/ subfolders "
         "(ROOT/{train,test}/<class>/*.png|jpg|jpeg|bmp|webp), an extracted CIFAR folder "
         "(cifar-10-batches-py/, cifar-100-python/) or a folder holding one of those or their tarballs"

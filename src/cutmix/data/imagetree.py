@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from cutmix.data.base import Dataset
+from cutmix.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS"]
 
@@ -39,7 +40,7 @@ def _scan_tree(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int, in
     """Classes and, per split, sorted (path, label, size, mtime_ns) from directory stats alone."""
     missing = [s for s in ("train", "test") if not (root / s).is_dir()]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{root}: missing {' and '.join(m + '/' for m in missing)}; "
             "expected ROOT/{train,test}/<class>/* image files"
         )
@@ -49,12 +50,12 @@ def _scan_tree(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int, in
         with os.scandir(root / split) as it:
             names = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
         if not names:
-            raise ValueError(f"{root / split}: no class folders")
+            raise DataError(f"{root / split}: no class folders")
         if split == "train":
             classes = names
         elif names != classes:
             diff = sorted(set(classes) ^ set(names))
-            raise ValueError(f"{root}: train/ and test/ hold different class folders (differing: {diff})")
+            raise DataError(f"{root}: train/ and test/ hold different class folders (differing: {diff})")
         entries = []
         for label, cls in enumerate(classes):
             with os.scandir(root / split / cls) as it:
@@ -69,7 +70,7 @@ def _scan_tree(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int, in
                     key=lambda e: e.name,
                 )
             if not found:
-                raise ValueError(
+                raise DataError(
                     f"{root / split / cls}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} files)"
                 )
             for e in found:
@@ -149,7 +150,7 @@ def _image_hw(path: str) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.height, im.width
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read image: {exc}") from exc
+        raise DataError(f"{path}: cannot read image: {exc}") from exc
 
 
 def _decode_chunk(paths: list[str], hw: tuple[int, int], resize: bool) -> np.ndarray:
@@ -172,8 +173,8 @@ def _decode_one(path: str, hw: tuple[int, int], resize: bool) -> np.ndarray:
                     rgb = rgb.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
                 return np.asarray(rgb)
     except Exception as exc:
-        raise ValueError(f"{path}: cannot decode image: {exc}") from exc
-    raise ValueError(
+        raise DataError(f"{path}: cannot decode image: {exc}") from exc
+    raise DataError(
         f"{path}: image is {size[0]}x{size[1]} but the others are {hw[0]}x{hw[1]} (HxW); "
         "pass resize=(H, W) to load_dataset to resize mixed sizes"
     )

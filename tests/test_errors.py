@@ -1,0 +1,62 @@
+"""What the CLI does with an exception: one line for what a user got wrong, a traceback for a bug."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+
+from cutmix import demo
+from cutmix.cli import CLIError, main
+from cutmix.errors import DataError, UsageError
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_usage_error_is_one_line_with_exit_status_2(monkeypatch, tmp_path):
+    def wrong(args):
+        raise UsageError("--out: expected a folder, got 'x'")
+
+    monkeypatch.setattr(demo, "run", wrong)
+    code, _, stderr = run_main(["demo", "--out", str(tmp_path / "d.png")])
+    assert (code, stderr) == (2, "cutmix demo: error: --out: expected a folder, got 'x'\n")
+    assert issubclass(DataError, UsageError) and issubclass(UsageError, ValueError) and CLIError is UsageError
+
+
+@pytest.mark.parametrize("exception", [ValueError("shapes (3,) and (4,) differ"), TypeError("bad operand")])
+def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path, exception):
+    def buggy(args):
+        raise exception
+
+    monkeypatch.setattr(demo, "run", buggy)
+    # Not swallowed into "error: shapes differ": the exception (and so its traceback) reaches the caller.
+    with pytest.raises(type(exception), match=str(exception).split(" ")[0]):
+        main(["demo", "--out", str(tmp_path / "d.png")])
+
+
+def test_a_bad_file_the_user_named_stays_a_one_line_error(tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"not a tar archive")
+    code, _, stderr = run_main(["train", "--data", str(archive), "--epochs", "1", "--device", "cpu", "--quiet",
+                                "--out", str(tmp_path / "run")])  # fmt: skip
+    # (tarfile's own reason spans several lines; it is still one message, without a traceback)
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.startswith(f"cutmix train: error: {archive}: cannot read the tar archive")
+    empty = tmp_path / "tree"
+    (empty / "train").mkdir(parents=True)
+    code, _, stderr = run_main(["preview", "--data", str(empty), "--out", str(tmp_path / "p.png")])
+    assert code == 2 and "tree: missing test/" in stderr and len(stderr.splitlines()) == 1
+
+
+def test_options_out_of_range_for_the_data_are_usage_errors(tmp_path):
+    tiny = ["train", "--data", "synthetic:32", "--depth", "8", "--epochs", "1", "--device", "cpu", "--quiet"]
+    code, _, stderr = run_main([*tiny, "--val", "32", "--out", str(tmp_path / "a")])
+    assert code == 2 and "--val: expected fewer than the 32 training images, got 32" in stderr
+    code, _, stderr = run_main([*tiny, "--batch-size", "64", "--out", str(tmp_path / "b")])
+    assert code == 2 and "--batch-size: expected at most the 32 training images, got 64" in stderr
