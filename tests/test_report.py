@@ -172,3 +172,103 @@ def test_load_run_reads_the_files_and_names_a_broken_folder(tmp_path):
     (run / "summary.json").unlink()
     with pytest.raises(ValueError, match=r"seed-0/none: expected a finished run"):
         load_run(run, "none", 0)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as every strict JSON reader does."""
+
+    def refuse(token: str):
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_values_and_diverged_runs_give_a_complete_report(tmp_path):
+    runs = {(arm, seed): fake_run(arm, seed, ACC[arm][seed]) for seed in range(3) for arm in ("none", "cutmix")}
+    # cutmix seed 0: the trainer's verdict; NaN losses from epoch 2 on, the accuracy still a number.
+    flagged = runs[("cutmix", 0)]
+    flagged.summary.update(diverged="non-finite loss", test_loss=NAN)
+    for record in flagged.metrics[1:]:
+        record["train_loss"] = NAN
+    # cutmix seed 1: no verdict recorded (a run from elsewhere), a NaN final accuracy, an infinite loss.
+    broken = runs[("cutmix", 1)]
+    broken.summary.update(test_acc=NAN, test_per_class=[NAN, 0.5])
+    broken.metrics[-1].update(test_acc=NAN, train_loss=INF)
+    # none seed 2: an infinite wall time is a bad number, not a divergence.
+    runs[("none", 2)].summary["wall_time"] = INF
+
+    report = write_report(tmp_path, list(runs.values()), ["none", "cutmix"], CLASSES, META)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "report.json", "report.md"]
+    saved = strict_json((tmp_path / "report.json").read_text())
+    assert saved == strict_json(json.dumps(report))
+    assert saved["any_diverged"] and saved["any_non_finite"]
+
+    cutmix = saved["per_arm"]["cutmix"]
+    assert cutmix["diverged_seeds"] == [0, 1] and cutmix["non_finite_test_acc_seeds"] == [1]
+    assert cutmix["test_acc"]["values"] == [0.70, 0.71]  # every finite final accuracy
+    assert cutmix["test_acc_without_diverged"]["values"] == [0.71]
+    assert cutmix["test_per_class_mean"] == pytest.approx([(0.75 + 0.76) / 2, (0.65 + 0.5 + 0.66) / 3])
+    assert saved["per_arm"]["none"]["wall_time"]["values"] == [10.0, 11.0]
+    assert saved["per_arm"]["none"]["diverged_seeds"] == []
+    by_run = {(r["arm"], r["seed"]): r for r in saved["runs"]}
+    assert by_run[("cutmix", 1)]["test_acc"] is None
+    assert by_run[("cutmix", 1)]["diverged"] == "non-finite test_acc, train_loss"
+    assert by_run[("cutmix", 1)]["non_finite"] == ["test_acc", "test_per_class", "train_loss"]
+    assert by_run[("cutmix", 0)]["non_finite"] == ["test_loss", "train_loss"]
+    assert by_run[("none", 2)]["non_finite"] == ["wall_time"] and by_run[("none", 2)]["diverged"] is None
+
+    paired = saved["paired"]["cutmix"]["test_acc"]
+    assert paired["seeds"] == [0, 2] and paired["non_finite_seeds"] == [1]
+    assert paired["differences"] == pytest.approx([0.10, 0.07])
+    without = saved["paired"]["cutmix"]["test_acc_without_diverged"]
+    assert without["seeds"] == [2] and without["verdict"] == "n/a"
+
+    md = (tmp_path / "report.md").read_text()
+    assert "n/a (diverged)" in md and "70.00% (diverged)" in md
+    assert "- seed 1, cutmix: non-finite test_acc, train_loss (non-finite: test_acc, test_per_class, train_loss)" in md
+    assert "stored as null in report.json" in md and "Without the diverged runs:" in md
+    for shown in ("nan%", "nan ±", "± nan", "nan pp", "inf%", "inf pp"):
+        assert shown not in md.lower()
+    with Image.open(tmp_path / "curves.png") as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
+def test_an_arm_with_nothing_finite_still_gets_its_report(tmp_path):
+    runs = [fake_run("none", 0, 0.5), fake_run("cutmix", 0, NAN, diverged="non-finite loss")]
+    for record in runs[1].metrics:
+        record.update(test_acc=NAN, train_loss=NAN)
+    runs[1].summary.update(wall_time=None, train_images_per_s=NAN)
+    report = write_report(tmp_path, runs, ["none", "cutmix"], CLASSES, META)
+    assert report["per_arm"]["cutmix"]["test_acc"] is None and report["paired"]["cutmix"]["test_acc"] is None
+    assert strict_json((tmp_path / "report.json").read_text())["per_arm"]["cutmix"]["wall_time"] is None
+    md = (tmp_path / "report.md").read_text()
+    assert "| cutmix | 1 | n/a |" in md and "| cutmix − none | 0 | n/a |" in md
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_compare_with_a_diverged_run_writes_every_file_and_exits_0(tmp_path, capsys):
+    import torch
+
+    from cutmix.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path / "cmp"
+        # The issue's command, smaller: an absurd learning rate makes every loss NaN in the first epoch.
+        code = main(["compare", "--data", "synthetic:128", "--depth", "8", "--batch-size", "64", "--device", "cpu",
+                     "--quiet", "--arms", "none,cutmix", "--seeds", "1", "--epochs", "1", "--lr", "1e9",
+                     "--out", str(out)])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert {"report.md", "report.json", "curves.png", "preview.png"} <= {p.name for p in out.iterdir()}
+    report = strict_json((out / "report.json").read_text())
+    assert report["any_diverged"] and report["per_arm"]["none"]["diverged_seeds"] == [0]
+    assert "WARNING: some runs diverged" in captured.out
+    assert "(diverged)" in (out / "report.md").read_text()

@@ -4,18 +4,25 @@ Every number comes from the runs' own ``summary.json`` and ``metrics.jsonl``; th
 those of :mod:`cutmix.stats` (mean ± sample std over seeds, paired t-intervals against ``none``).
 The headline is the final test accuracy; with a validation split the test accuracy at the epoch
 of best *validation* accuracy is reported too (the epoch is never chosen on test).
+
+A run may diverge (NaN or infinite losses, accuracy fallen to chance). Such runs are flagged, every
+statistic is given with and without them, non-finite values are left out of every mean and interval
+and of the curves (which plot what is finite), and report.json holds them as ``null`` (strict JSON)
+with the names of the affected fields in each run's ``non_finite`` list.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cutmix import stats
-from cutmix.runinfo import atomic_save_figure, atomic_write_json, atomic_write_text
+from cutmix.errors import UsageError
+from cutmix.runinfo import atomic_save_figure, atomic_write_text
 
 BASELINE = "none"
 CIFAR10_CLASSES = (
@@ -57,9 +64,9 @@ def load_run(path: str | Path, arm: str, seed: int) -> RunRecord:
         lines = metrics_path.read_text(encoding="utf-8").splitlines()
         metrics = [json.loads(line) for line in lines if line.strip()]
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: expected a finished run (summary.json, metrics.jsonl): {exc}") from exc
-    if not metrics or summary.get("test_acc") is None:
-        raise ValueError(f"{path}: expected a run with at least one epoch, got none")
+        raise UsageError(f"{path}: expected a finished run (summary.json, metrics.jsonl): {exc}") from exc
+    if not metrics or "test_acc" not in summary:
+        raise UsageError(f"{path}: expected a run with at least one epoch, got none")
     return RunRecord(arm, seed, path, summary, metrics)
 
 
@@ -74,28 +81,79 @@ def is_cifar10_like(classes: Sequence[str], image_shape: Sequence[int]) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _maybe(values: list[float]) -> dict[str, Any] | None:
-    return stats.describe(values) if values else None
+def _finite(value: Any) -> float | None:
+    """``value`` as a float if it is a finite number; None if it is NaN, infinite, missing or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _maybe(values: Sequence[Any]) -> dict[str, Any] | None:
+    """:func:`stats.describe` of the finite values among ``values``; None when there are none."""
+    kept = [v for v in map(_finite, values) if v is not None]
+    return stats.describe(kept) if kept else None
+
+
+def _mean_or_none(values: Sequence[Any]) -> float | None:
+    kept = [v for v in map(_finite, values) if v is not None]
+    return stats.mean(kept) if kept else None
+
+
+def non_finite_fields(run: RunRecord) -> list[str]:
+    """The names of the fields of ``run`` (summary.json and metrics.jsonl) holding NaN or ±inf."""
+    names: set[str] = set()
+
+    def visit(name: str, value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            names.add(name)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(name, item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(str(key), item)
+
+    visit("", run.summary)
+    for record in run.metrics:
+        visit("", record)
+    return sorted(names)
+
+
+def diverged_reason(run: RunRecord) -> str | None:
+    """Why ``run`` counts as diverged: the trainer's own verdict, or else (runs from elsewhere, or from
+    before the trainer checked) a non-finite loss or accuracy anywhere in its records; None if neither."""
+    reason = run.summary.get("diverged")
+    if reason:
+        return str(reason)
+    bad = [name for name in non_finite_fields(run) if "loss" in name or "acc" in name]
+    return f"non-finite {', '.join(bad)}" if bad else None
 
 
 def _arm_summary(runs: list[RunRecord], num_classes: int, val: bool) -> dict[str, Any]:
-    kept = [r for r in runs if not r.summary.get("diverged")]
+    kept = [r for r in runs if not diverged_reason(r)]
     out: dict[str, Any] = {
         "n": len(runs),
         "seeds": [r.seed for r in runs],
-        "test_acc": stats.describe([r.summary["test_acc"] for r in runs]),
-        "diverged_seeds": [r.seed for r in runs if r.summary.get("diverged")],
-        "test_acc_without_diverged": _maybe([r.summary["test_acc"] for r in kept]),
-        "wall_time": stats.describe([r.summary["wall_time"] for r in runs]),
-        "images_per_s": stats.describe([r.summary["train_images_per_s"] for r in runs]),
+        # Non-finite values are left out of every statistic; these seeds say whose.
+        "test_acc": _maybe([r.summary.get("test_acc") for r in runs]),
+        "non_finite_test_acc_seeds": [r.seed for r in runs if _finite(r.summary.get("test_acc")) is None],
+        "diverged_seeds": [r.seed for r in runs if diverged_reason(r)],
+        "test_acc_without_diverged": _maybe([r.summary.get("test_acc") for r in kept]),
+        "wall_time": _maybe([r.summary.get("wall_time") for r in runs]),
+        "images_per_s": _maybe([r.summary.get("train_images_per_s") for r in runs]),
         "epochs_completed": [r.summary.get("epochs_completed") for r in runs],
     }
-    per_class = [r.summary["test_per_class"] for r in runs if r.summary.get("test_per_class")]
-    if per_class:
-        out["test_per_class_mean"] = [stats.mean([pc[k] for pc in per_class]) for k in range(num_classes)]
+
+    def per_class_mean(group: list[RunRecord]) -> list[float | None]:
+        rows = [r.summary["test_per_class"] for r in group if r.summary.get("test_per_class")]
+        return [_mean_or_none([row[k] for row in rows if k < len(row)]) for k in range(num_classes)]
+
+    if any(r.summary.get("test_per_class") for r in runs):
+        out["test_per_class_mean"] = per_class_mean(runs)
+        out["test_per_class_mean_without_diverged"] = per_class_mean(kept)
     if val:
         out["best_epoch_by_val"] = [r.summary.get("best_epoch_by_val") for r in runs]
-        out["test_acc_at_best_val"] = stats.describe([r.summary["test_acc_at_best_val"] for r in runs])
+        out["test_acc_at_best_val"] = _maybe([r.summary.get("test_acc_at_best_val") for r in runs])
     return out
 
 
@@ -105,13 +163,29 @@ def _paired(
     base, runs = by_arm[BASELINE], by_arm[arm]
     seeds = [s for s in sorted(runs) if s in base]
     if skip_diverged:
-        seeds = [s for s in seeds if not (runs[s].summary.get("diverged") or base[s].summary.get("diverged"))]
+        seeds = [s for s in seeds if not (diverged_reason(runs[s]) or diverged_reason(base[s]))]
+    values = {s: (_finite(runs[s].summary.get(key)), _finite(base[s].summary.get(key))) for s in seeds}
+    # A pair with a non-finite value has no difference: it is left out, and named.
+    non_finite = [s for s in seeds if None in values[s]]
+    seeds = [s for s in seeds if s not in non_finite]
     if not seeds:
         return None
-    a = [runs[s].summary[key] for s in seeds]
-    b = [base[s].summary[key] for s in seeds]
+    a = [values[s][0] for s in seeds]
+    b = [values[s][1] for s in seeds]
     interval = stats.paired_t_interval(a, b)
-    return {"seeds": seeds, "differences": stats.paired_differences(a, b), **interval.to_dict()}
+    return {"seeds": seeds, "non_finite_seeds": non_finite, "differences": stats.paired_differences(a, b),
+            **interval.to_dict()}  # fmt: skip
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN and ±inf replaced by None, so that it dumps as strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _relative(path: Path, base: str | Path | None) -> str:
@@ -135,7 +209,8 @@ def summarize(
     ``runs``: every run of the comparison (each arm × seed). ``meta``: what the report states about
     the comparison: command, versions, hardware, git_commit, data, dataset, recipe, epochs, val,
     config (the options common to every arm) and cifar10_like. Run folders are given relative to
-    ``base`` (the comparison folder) when they lie inside it.
+    ``base`` (the comparison folder) when they lie inside it. NaN and ±inf become None (JSON null);
+    each run's ``non_finite`` names the fields that held them, and ``any_non_finite`` says if any did.
     """
     val = bool(meta.get("val"))
     by_arm: dict[str, dict[int, RunRecord]] = {arm: {} for arm in arms}
@@ -154,6 +229,7 @@ def summarize(
                 "arm": r.arm,
                 "seed": r.seed,
                 "dir": _relative(r.path, base),
+                "non_finite": non_finite_fields(r),
                 **{
                     k: r.summary.get(k)
                     for k in (
@@ -169,12 +245,14 @@ def summarize(
                     )
                     if k in r.summary
                 },
+                "diverged": diverged_reason(r),
             }
             for r in runs
         ],
         "per_arm": {arm: _arm_summary([by_arm[arm][s] for s in sorted(by_arm[arm])], len(classes), val)
                     for arm in arms},  # fmt: skip
-        "any_diverged": any(r.summary.get("diverged") for r in runs),
+        "any_diverged": any(diverged_reason(r) for r in runs),
+        "any_non_finite": any(non_finite_fields(r) for r in runs),
         "baseline": BASELINE if BASELINE in arms else None,
         "paired": {},
     }
@@ -190,7 +268,7 @@ def summarize(
             report["paired"][arm] = entry
     show_reference = meta.get("recipe") == "seed" and meta.get("cifar10_like")
     report["seed_reference"] = SEED_REFERENCE if show_reference else None
-    return report
+    return _strict(report)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +291,9 @@ def _acc(d: dict[str, Any] | None) -> str:
     return f"{100 * d['mean']:.2f} ± {spread} % (n = {d['n']})"
 
 
-def _num(d: dict[str, Any], fmt: str) -> str:
+def _num(d: dict[str, Any] | None, fmt: str) -> str:
+    if d is None:
+        return "n/a"
     spread = "n/a" if d["std"] is None else format(d["std"], fmt)
     return f"{format(d['mean'], fmt)} ± {spread}"
 
@@ -225,7 +305,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def _paired_row(arm: str, p: dict[str, Any] | None) -> list[str]:
     if p is None:
-        return [arm, "0", "n/a", "n/a", "n/a", "n/a", "n/a"]
+        return [f"{arm} − {BASELINE}", "0", "n/a", "n/a", "n/a", "n/a", "n/a"]
     interval = "n/a" if p["low"] is None else f"[{_pp(p['low'])}, {_pp(p['high'])}]"
     sd = "n/a" if p["std"] is None else f"{100 * p['std']:.2f} pp"
     t = "n/a" if p["t"] is None else f"{p['t']:.4f}"
@@ -284,10 +364,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += ["Runs flagged as diverged:", ""]
         for run in report["runs"]:
             if run.get("diverged"):
-                out.append(f"- seed {run['seed']}, {run['arm']}: {run['diverged']}")
+                values = f" (non-finite: {', '.join(run['non_finite'])})" if run.get("non_finite") else ""
+                out.append(f"- seed {run['seed']}, {run['arm']}: {run['diverged']}{values}")
         out.append("")
     else:
         out += ["No run diverged.", ""]
+    if report.get("any_non_finite"):
+        out += [
+            "Non-finite values (NaN, ±inf) are shown as n/a here and stored as null in report.json; "
+            "they are left out of every mean, spread and interval, and the curves plot only finite "
+            "values.",
+            "",
+        ]
     if any(r.get("tta_flip") for r in report["runs"]):
         out += ["Test accuracies use flip test-time augmentation (the recipe's `tta_flip`).", ""]
 
@@ -333,6 +421,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             for k, name in enumerate(classes)
         ]
         out += [*_table(["class", *arms], rows), ""]
+        if any_div:
+            rows = [
+                [name, *(_pct(report["per_arm"][a]["test_per_class_mean_without_diverged"][k]) for a in arms)]
+                for k, name in enumerate(classes)
+            ]
+            out += ["Without the diverged runs:", "", *_table(["class", *arms], rows), ""]
 
     out += [
         "## Curves and augmented examples",
@@ -393,11 +487,13 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _band(runs: list[RunRecord], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Per epoch present in any run: the mean, min and max of ``key`` over the runs that have it."""
+    """Per epoch where any run has a finite ``key``: the mean, min and max over those finite values."""
     by_epoch: dict[int, list[float]] = {}
     for run in runs:
         for m in run.metrics:
-            by_epoch.setdefault(int(m["epoch"]), []).append(float(m[key]))
+            value = _finite(m.get(key))
+            if value is not None:
+                by_epoch.setdefault(int(m["epoch"]), []).append(value)
     epochs = sorted(by_epoch)
     return (
         epochs,
@@ -416,6 +512,7 @@ def plot_curves(runs: Sequence[RunRecord], arms: Sequence[str], out: str | Path,
     fig = Figure(figsize=(12, 4.8))
     FigureCanvasAgg(fig)
     acc_ax, loss_ax = fig.subplots(1, 2)
+    unplotted: dict[str, list[str]] = {"test_acc": [], "train_loss": []}
     for i, arm in enumerate(arms):
         arm_runs = [r for r in runs if r.arm == arm]
         if not arm_runs:
@@ -428,19 +525,33 @@ def plot_curves(runs: Sequence[RunRecord], arms: Sequence[str], out: str | Path,
             if len(arm_runs) > 1:
                 ax.fill_between(epochs, [scale * v for v in low], [scale * v for v in high],
                                 color=colour, alpha=0.2, linewidth=0)  # fmt: skip
-            diverged = [r for r in arm_runs if r.summary.get("diverged")]
-            for run in diverged:
-                last = run.metrics[-1]
-                ax.plot([last["epoch"]], [scale * last[key]], marker="x", color=colour, markersize=9)
-    if any(r.summary.get("diverged") for r in runs):
+            for run in arm_runs:
+                finite = [m for m in run.metrics if _finite(m.get(key)) is not None]
+                bad = [str(m["epoch"]) for m in run.metrics if _finite(m.get(key)) is None]
+                if bad:
+                    unplotted[key].append(f"{arm} seed {run.seed} (epoch {', '.join(bad)})")
+                if diverged_reason(run) and finite:
+                    last = finite[-1]
+                    ax.plot([last["epoch"]], [scale * last[key]], marker="x", color=colour, markersize=9)
+    if any(diverged_reason(r) for r in runs):
         for ax in (acc_ax, loss_ax):
-            ax.plot([], [], "x", color="black", markersize=9, label="diverged run, last epoch")
+            ax.plot([], [], "x", color="black", markersize=9, label="diverged run, last finite value")
+    for ax, key in ((acc_ax, "test_acc"), (loss_ax, "train_loss")):
+        if unplotted[key]:
+            # Said on the figure, so that a reader does not take a missing curve for a flat one.
+            text = "not finite, not plotted: " + "; ".join(unplotted[key])
+            ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, color="firebrick", wrap=True)
+    losses = [v for r in runs for m in r.metrics if (v := _finite(m.get("train_loss"))) is not None]
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 1e3:
+        # A diverged arm's finite but huge losses would flatten every other curve on a linear axis.
+        loss_ax.set_yscale("log")
     acc_ax.set(title="Test accuracy (mean, band: min–max over seeds)", xlabel="epoch", ylabel="accuracy (%)")
     loss_ax.set(title="Training loss (on each arm's own targets)", xlabel="epoch", ylabel="cross-entropy")
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # an arm may have nothing finite to plot
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -457,7 +568,9 @@ def write_report(
     """Writes report.json, report.md and curves.png into ``out_dir``; returns the report dict."""
     out_dir = Path(out_dir)
     report = summarize(runs, arms, classes, meta, base=out_dir)
-    atomic_write_json(out_dir / "report.json", report)
+    # allow_nan=False: summarize() turned NaN/inf into null, and report.json must stay strict JSON.
+    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
+    atomic_write_text(out_dir / "report.json", text + "\n")
     atomic_write_text(out_dir / "report.md", render_markdown(report))
     title = f"{report.get('dataset') or report.get('data')}, recipe {report.get('recipe')}"
     plot_curves(runs, arms, out_dir / "curves.png", title=title)
