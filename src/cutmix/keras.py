@@ -1,0 +1,714 @@
+"""Keras 3 layers: per-sample CutMix, MixUp, Cutout and CutMixOrMixUp with the torch ops' semantics.
+
+``pip install "cutmix[keras]"``. The layers are a drop-in for ``keras.layers.CutMix``::
+
+    from cutmix.keras import CutMix
+
+    mix = CutMix(alpha=1.0, num_classes=10, seed=0)
+    out = mix({"images": images, "labels": labels})  # {"images": mixed, "labels": targets}
+    mixed, targets = mix(images, labels)              # the same, as a pair
+
+They keep the guarantees of :mod:`cutmix.ops`: λ ~ Beta(α, α) per sample, the paper's clipped
+centre box, each target weight equal to the share of pixels actually pasted, and a sample whose
+box is empty (or that is paired with itself, or not drawn by ``p``) keeps its image and label
+exactly. Integer images stay integer (Keras itself casts floating images to the layer's compute
+dtype before the call). ``training=False`` returns the inputs unchanged.
+
+Two implementations, one semantics:
+
+* on the torch backend, with concrete tensors, the layer calls the torch op of :mod:`cutmix.ops`
+  (the fast path: it draws parameters for many batches at once on the CPU), with a
+  ``torch.Generator`` seeded once from the layer's ``keras.random.SeedGenerator``;
+* everywhere else (JAX, TensorFlow, ``tf.data.Dataset.map`` with the TensorFlow backend,
+  ``jax.jit`` through ``stateless_call``) it is written with ``keras.ops`` and ``keras.random``
+  only, every draw taken from the layer's ``SeedGenerator`` when the graph runs, never frozen at
+  trace time. The box arithmetic is float32 there (JAX has no float64 by default).
+
+Keras chooses its backend once, at import (``KERAS_BACKEND``); this module works with whichever
+it is, and with Keras 3 only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+try:
+    import keras
+    from keras import ops
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError('cutmix.keras needs Keras 3: pip install "cutmix[keras]"') from error
+
+if not keras.__version__.startswith("3."):  # pragma: no cover - depends on the environment
+    raise ImportError(f"cutmix.keras needs Keras 3, got Keras {keras.__version__}")
+
+from cutmix.ops.params import (
+    BOXES,
+    DATA_FORMATS,
+    PARTNERS,
+    _check_alpha,
+    _check_choice,
+    _check_cutout_size,
+    _check_p,
+)
+
+try:  # Keras internals, used only to decide whether the direct call below is safe (see __call__)
+    from keras.src.backend.common.global_state import get_global_attribute as _keras_global
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as _in_stateless_scope
+except ImportError:  # pragma: no cover - another Keras layout: always take Keras' own __call__
+    _keras_global = _in_stateless_scope = None
+
+__all__ = ["CutMix", "CutMixOrMixUp", "Cutout", "MixUp"]
+
+_DATA_KEYS = ("images", "labels", "images2", "labels2")
+_SEED_HIGH = 2**31 - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_num_classes(num_classes: int | None) -> int | None:
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes: expected an int >= 1 or None, got {num_classes!r}")
+    return num_classes
+
+
+def _check_smoothing(label_smoothing: float) -> float:
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, int | float)
+        or not 0.0 <= label_smoothing < 1.0
+    ):
+        raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _check_seed(seed: int | None) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    return seed
+
+
+def _check_data_format(data_format: str | None) -> str:
+    # Keras layers default to the global setting (channels_last unless configured otherwise).
+    if data_format is None:
+        return keras.config.image_data_format()
+    return _check_choice("data_format", data_format, DATA_FORMATS)
+
+
+def _rank(x: Any) -> int:
+    return len(x.shape)
+
+
+def _check_images(images: Any, data_format: str, name: str = "images") -> None:
+    if _rank(images) != 4:
+        layout = "(B, C, H, W)" if data_format == "channels_first" else "(B, H, W, C)"
+        raise ValueError(f"{name}: expected a 4-D batch {layout}, got shape {tuple(images.shape)}")
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if dtype == "bool" or dtype.startswith("complex"):
+        raise ValueError(f"{name}: expected integer or floating-point images, got dtype {dtype}")
+
+
+def _check_pair(images: Any, labels: Any, images2: Any, labels2: Any) -> None:
+    if (images2 is None) != (labels2 is None):
+        raise ValueError("images2, labels2: expected both or neither, got only one")
+    if images2 is not None and labels is None:
+        raise ValueError("labels: expected labels with images2 and labels2, got None")
+    if images2 is not None and (tuple(images2.shape) != tuple(images.shape) or images2.dtype != images.dtype):
+        raise ValueError(
+            f"images2: expected the shape and dtype of images {tuple(images.shape)} {images.dtype}, "
+            f"got {tuple(images2.shape)} {images2.dtype}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# The keras.ops implementation (every backend; traceable)
+# ----------------------------------------------------------------------------------------------
+
+
+def _to_targets(labels: Any, num_classes: int | None, label_smoothing: float) -> Any:
+    """float32 (B, K) targets from int ids (B,) or probabilities (B, K), smoothed as y·(1−ε) + ε/K:
+    the one place where smoothing happens, as :func:`cutmix.ops.to_targets`."""
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if _rank(labels) == 1:
+        if not keras.backend.is_int_dtype(dtype):
+            raise ValueError(f"labels: expected int class ids of shape (B,), got dtype {dtype}")
+        if num_classes is None:
+            raise ValueError("num_classes: expected an int when labels are class ids, got None")
+        targets = ops.one_hot(labels, num_classes, dtype="float32")
+    elif _rank(labels) == 2:
+        if not keras.backend.is_float_dtype(dtype):
+            raise ValueError(f"labels: expected float probabilities of shape (B, K), got dtype {dtype}")
+        if num_classes is not None and labels.shape[1] is not None and labels.shape[1] != num_classes:
+            raise ValueError(f"labels: expected (B, {num_classes}) probabilities, got {tuple(labels.shape)}")
+        targets = ops.cast(labels, "float32")
+    else:
+        raise ValueError(f"labels: expected shape (B,) or (B, K), got {tuple(labels.shape)}")
+    if label_smoothing:
+        classes = targets.shape[1] if targets.shape[1] is not None else ops.shape(targets)[1]
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / ops.cast(classes, "float32")
+    return targets
+
+
+def _spatial(images: Any, data_format: str) -> tuple[Any, Any, Any]:
+    """(B, H, W): Python ints where the shape is static, scalar tensors where it is not (tf.data)."""
+    shape = ops.shape(images)
+    if data_format == "channels_first":
+        return shape[0], shape[2], shape[3]
+    return shape[0], shape[1], shape[2]
+
+
+def _uniform_int(uniform: Any, upper: Any) -> Any:
+    """int32 uniform over [0, upper) from float32 uniforms in [0, 1) (``upper`` ≥ 1, per sample or not);
+    the minimum guards the rounding of ``uniform·upper`` up to ``upper``."""
+    upper = ops.cast(upper, "float32")
+    return ops.cast(ops.minimum(ops.floor(uniform * upper), upper - 1.0), "int32")
+
+
+def _partners(batch: Any, partner: str | None, seed: keras.random.SeedGenerator) -> Any:
+    index = ops.arange(batch, dtype="int32")
+    if partner is None:  # an explicit second batch: sample i meets its sample i
+        return index
+    if partner == "permute":
+        return keras.random.shuffle(index, seed=seed)
+    if partner == "roll":  # as torchvision's v2.CutMix: sample i meets sample i - 1
+        return ops.roll(index, 1)
+    return ops.flip(index, axis=0)  # "flip", as timm: sample i meets sample B - 1 - i
+
+
+def _beta(alpha: float, batch: Any, coin: Any, seed: keras.random.SeedGenerator) -> Any:
+    """Beta(α, α) as float32 from two Gamma(α, 1) draws. For tiny α both gammas can underflow to 0;
+    Beta(α, α) then sits at 0 or 1 with equal odds, which ``coin`` (uniforms) decides."""
+    gammas = keras.random.gamma((2, batch), alpha, dtype="float32", seed=seed)
+    total = gammas[0] + gammas[1]
+    safe = ops.where(total > 0, total, ops.ones_like(total))
+    return ops.where(total > 0, gammas[0] / safe, ops.cast(coin < 0.5, "float32"))
+
+
+def _draw_common(batch: Any, p: float, partner: str | None, seed: keras.random.SeedGenerator):
+    """Uniforms (columns: p-draw, row, column, coin), partners and the p-draw, self-pairs removed."""
+    uniforms = keras.random.uniform((batch, 4), dtype="float32", seed=seed)
+    partners = _partners(batch, partner, seed)
+    applied = uniforms[:, 0] < p
+    if partner is not None:  # paired with itself: nothing to mix
+        applied = ops.logical_and(applied, ops.not_equal(partners, ops.arange(batch, dtype="int32")))
+    return uniforms, partners, applied
+
+
+def _box_params(
+    batch: Any, height: Any, width: Any, alpha: float, p: float, partner: str | None, box: str,
+    seed: keras.random.SeedGenerator,
+) -> dict[str, Any]:  # fmt: skip
+    """Per-sample CutMix parameters, as :func:`cutmix.ops.sample_cutmix_params` defines them:
+    ``cut = floor(size·√(1−λ))`` per axis, an integer centre uniform over the image with edges
+    ``centre ∓ cut // 2`` clipped to it (``box="center"``) or the whole cut inside it
+    (``"inside"``); ``weight = 1 − area / (H·W)`` where applied, else exactly 1."""
+    uniforms, partners, applied = _draw_common(batch, p, partner, seed)
+    lam = _beta(alpha, batch, uniforms[:, 3], seed)
+    ratio = ops.sqrt(1.0 - lam)
+    cut_h = ops.cast(ops.floor(ops.cast(height, "float32") * ratio), "int32")
+    cut_w = ops.cast(ops.floor(ops.cast(width, "float32") * ratio), "int32")
+    if box == "center":
+        cy, cx = _uniform_int(uniforms[:, 1], height), _uniform_int(uniforms[:, 2], width)
+        y0 = ops.clip(cy - ops.floor_divide(cut_h, 2), 0, height)
+        y1 = ops.clip(cy + ops.floor_divide(cut_h, 2), 0, height)
+        x0 = ops.clip(cx - ops.floor_divide(cut_w, 2), 0, width)
+        x1 = ops.clip(cx + ops.floor_divide(cut_w, 2), 0, width)
+    else:
+        y0 = _uniform_int(uniforms[:, 1], height - cut_h + 1)
+        x0 = _uniform_int(uniforms[:, 2], width - cut_w + 1)
+        y1, x1 = y0 + cut_h, x0 + cut_w
+        cy, cx = y0, x0
+    params = _finish_box(y0, y1, x0, x1, applied, height, width)
+    # λ, partner and the drawn position (centre, or top-left corner for "inside"), for replays and tests.
+    params.update(lam=lam, partner=partners, anchor=ops.stack([cy, cx], axis=1))
+    return params
+
+
+def _cutout_params(
+    batch: Any, height: Any, width: Any, size: tuple[int, int], p: float, seed: keras.random.SeedGenerator
+) -> dict[str, Any]:
+    """A ``size`` rectangle with an integer centre uniform over the image, clipped to it, as
+    :func:`cutmix.ops.sample_cutout_params`."""
+    uniforms = keras.random.uniform((batch, 3), dtype="float32", seed=seed)
+    cy, cx = _uniform_int(uniforms[:, 1], height), _uniform_int(uniforms[:, 2], width)
+    y0 = ops.clip(cy - size[0] // 2, 0, height)
+    y1 = ops.clip(cy - size[0] // 2 + size[0], 0, height)
+    x0 = ops.clip(cx - size[1] // 2, 0, width)
+    x1 = ops.clip(cx - size[1] // 2 + size[1], 0, width)
+    params = _finish_box(y0, y1, x0, x1, uniforms[:, 0] < p, height, width)
+    params.update(anchor=ops.stack([cy, cx], axis=1))
+    return params
+
+
+def _finish_box(y0: Any, y1: Any, x0: Any, x1: Any, applied: Any, height: Any, width: Any) -> dict[str, Any]:
+    """Row and column flags of the box (all False where not applied: an empty box mixes nothing,
+    where the Keras example pastes a 1-pixel patch) and the weight of the sample's own pixels."""
+    area = (y1 - y0) * (x1 - x0)
+    applied = ops.logical_and(applied, area > 0)
+    rows = ops.arange(height, dtype="int32")[None, :]
+    cols = ops.arange(width, dtype="int32")[None, :]
+    row_flags = ops.logical_and(ops.logical_and(rows >= y0[:, None], rows < y1[:, None]), applied[:, None])
+    col_flags = ops.logical_and(cols >= x0[:, None], cols < x1[:, None])
+    pixels = ops.cast(height, "float32") * ops.cast(width, "float32")
+    share = ops.cast(area, "float32") / pixels  # area is an integer below 2**24: exact in float32
+    weight = ops.where(applied, 1.0 - share, ops.ones_like(share))
+    empty = ops.zeros_like(y0)
+    box = ops.stack([ops.where(applied, v, empty) for v in (y0, y1, x0, x1)], axis=1)
+    return {"rows": row_flags, "cols": col_flags, "weight": weight, "applied": applied, "box": box}
+
+
+def _box_mask(params: dict[str, Any], data_format: str) -> Any:
+    """bool mask broadcastable to the images: (B, 1, H, W) or (B, H, W, 1)."""
+    mask = ops.logical_and(params["rows"][:, :, None], params["cols"][:, None, :])
+    return mask[:, None] if data_format == "channels_first" else mask[..., None]
+
+
+def _mix_targets(targets: Any, targets2: Any, params: dict[str, Any]) -> Any:
+    partner_targets = targets2 if targets2 is not None else ops.take(targets, params["partner"], axis=0)
+    weight = params["weight"][:, None]
+    # With weight exactly 1 this is exactly the sample's own target (1·y + 0·y').
+    return weight * targets + (1.0 - weight) * partner_targets
+
+
+def _partner_images(images: Any, images2: Any, params: dict[str, Any]) -> Any:
+    return images2 if images2 is not None else ops.take(images, params["partner"], axis=0)
+
+
+def _blend(images: Any, partner_images: Any, weight: Any) -> Any:
+    """``w·x + (1−w)·x'`` per sample in float32 (float64 kept), rounded to nearest for integer
+    images; with ``w`` exactly 1 the result is exactly ``x``."""
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    compute = "float64" if dtype == "float64" else "float32"
+    weight = ops.cast(ops.reshape(weight, (-1, 1, 1, 1)), compute)
+    mixed = weight * ops.cast(images, compute) + (1.0 - weight) * ops.cast(partner_images, compute)
+    if keras.backend.is_int_dtype(dtype):
+        info = _int_range(dtype)
+        mixed = ops.clip(ops.round(mixed), info[0], info[1])
+    return ops.cast(mixed, dtype)
+
+
+def _int_range(dtype: str) -> tuple[int, int]:
+    bits = int("".join(c for c in dtype if c.isdigit()))
+    if dtype.startswith("uint"):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The layers
+# ----------------------------------------------------------------------------------------------
+
+
+class _MixLayer(keras.layers.Layer):
+    """Input handling shared by the layers: the dict form, the pair form, ``training`` and the
+    torch fast path."""
+
+    # Set to False (per layer or class) to run the keras.ops implementation on the torch backend
+    # too; the tests do, to check that implementation where JAX and TensorFlow are not installed.
+    _prefer_torch_op = True
+
+    def __init__(
+        self,
+        num_classes: int | None,
+        label_smoothing: float,
+        data_format: str | None,
+        seed: int | None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = _check_num_classes(num_classes)
+        self.label_smoothing = _check_smoothing(label_smoothing)
+        self.data_format = _check_data_format(data_format)
+        self.seed = _check_seed(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._torch_op: Any = None
+        # Preprocessing: it holds no weights, so a model summary or a stateless call needs no build.
+        self.built = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Keras' Layer.__call__ spends about 1 ms of Python per call on the torch backend (tree
+        # walks, call context, name scopes): as long as mixing a 128x32x32 batch itself. Called at
+        # top level (a data pipeline, a training loop) with concrete torch tensors or arrays, all it
+        # would do for this weightless layer is convert arrays and default training to True, so
+        # do just that. Inside a model or a symbolic call, Keras' own __call__ runs as usual.
+        if not self._direct_call_ok(args, kwargs):
+            return super().__call__(*args, **kwargs)
+        training = kwargs.pop("training", None)
+        args = tuple(self._convert(x) for x in args)
+        kwargs = {name: self._convert(x) for name, x in kwargs.items()}
+        return self.call(*args, training=True if training is None else training, **kwargs)
+
+    def _direct_call_ok(self, args: tuple, kwargs: dict) -> bool:
+        if not self._prefer_torch_op or _keras_global is None or keras.config.backend() != "torch":
+            return False
+        if _keras_global("current_call_ctx") is not None or _in_stateless_scope():
+            return False  # inside another layer's call (training comes from there) or a stateless call
+        import numpy as np
+        import torch
+
+        values = [*args, *kwargs.values()]
+        if values and isinstance(values[0], dict):
+            values = [*values[0].values(), *values[1:]]
+        concrete = (np.ndarray, torch.Tensor)
+        return all(
+            v is None or (isinstance(v, concrete) and getattr(v, "device", None) != torch.device("meta"))
+            for v in values
+            if not isinstance(v, bool)
+        )
+
+    def _convert(self, x: Any) -> Any:
+        """What Keras' __call__ does to each input: arrays become tensors, floating inputs take the
+        layer's compute dtype, integers are kept."""
+        if isinstance(x, dict):
+            return {key: self._convert(value) for key, value in x.items()}
+        if x is None or isinstance(x, bool):
+            return x
+        return self.dtype_policy.convert_input(x, self.autocast, self.input_dtype)
+
+    # -- input forms -------------------------------------------------------------------------
+
+    def _unpack(self, data: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, ...]:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(_DATA_KEYS))
+            if unknown:
+                raise ValueError(
+                    f"data: expected the keys {', '.join(_DATA_KEYS)}, got also {', '.join(unknown)}"
+                )
+            if "images" not in data:
+                raise ValueError(f"data: expected an 'images' key, got keys {sorted(data)}")
+            if labels is not None or images2 is not None or labels2 is not None:
+                raise ValueError("labels: expected them inside the dict when data is a dict, got them apart")
+            return data["images"], data.get("labels"), data.get("images2"), data.get("labels2")
+        return data, labels, images2, labels2
+
+    def call(
+        self, data: Any, labels: Any = None, images2: Any = None, labels2: Any = None, training: bool = True
+    ) -> Any:
+        """``layer({"images": x, "labels": y})`` → ``{"images": mixed, "labels": targets}``;
+        ``layer(x, y)`` → ``(mixed, targets)``; ``layer(x)`` → ``mixed``. ``images2``/``labels2``
+        (or those dict keys): a second batch that pairs sample i with its sample i (the Keras
+        example's two shuffled streams). ``training=False`` returns the inputs unchanged."""
+        images, labels, images2, labels2 = self._unpack(data, labels, images2, labels2)
+        if not training:
+            return data if isinstance(data, dict) or labels is None else (images, labels)
+        _check_images(images, self.data_format)
+        _check_pair(images, labels, images2, labels2)
+        if images2 is not None:
+            _check_images(images2, self.data_format, "images2")
+        if self._use_torch_op(images):
+            mixed, targets = self._torch_call(images, labels, images2, labels2)
+        else:
+            mixed, targets = self._keras_call(images, labels, images2, labels2)
+        return self._pack(data, mixed, targets)
+
+    def _pack(self, data: Any, mixed: Any, targets: Any) -> Any:
+        if isinstance(data, dict):
+            out = {"images": mixed}
+            if targets is not None:
+                out["labels"] = targets
+            return out
+        return mixed if targets is None else (mixed, targets)
+
+    def compute_output_spec(
+        self, data: Any, labels: Any = None, images2: Any = None, labels2: Any = None, training: bool = True
+    ) -> Any:
+        # Given explicitly so that a symbolic call (building a functional model) never traces the
+        # torch fast path; the targets are float32 (B, K).
+        images, labels, images2, labels2 = self._unpack(data, labels, images2, labels2)
+        mixed = keras.KerasTensor(images.shape, dtype=images.dtype)
+        targets = None
+        if labels is not None:
+            classes = self.num_classes if _rank(labels) == 1 else labels.shape[-1]
+            targets = keras.KerasTensor((labels.shape[0], classes), dtype="float32")
+        return self._pack(data, mixed, targets)
+
+    # -- the two implementations ----------------------------------------------------------------
+
+    def _use_torch_op(self, images: Any) -> bool:
+        if not self._prefer_torch_op or keras.config.backend() != "torch":
+            return False
+        import torch
+
+        return isinstance(images, torch.Tensor) and images.device.type != "meta"
+
+    def _torch_generator(self) -> Any:
+        """A CPU torch.Generator seeded once from the layer's SeedGenerator, so ``seed`` (or
+        ``keras.utils.set_random_seed``) fixes the torch path's draws too."""
+        import torch
+
+        seed = keras.random.randint((), 0, _SEED_HIGH, seed=self.seed_generator)
+        return torch.Generator().manual_seed(int(seed))
+
+    def _make_torch_op(self) -> Any:
+        raise NotImplementedError
+
+    def _torch_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        import torch
+
+        if self._torch_op is None:
+            self._torch_op = self._make_torch_op()
+        if labels is None:  # (then images2 is None too: checked in call)
+            # The torch ops always take labels: stand-ins whose targets are dropped.
+            batch = images.shape[0]
+            if self._torch_op.num_classes is None:
+                labels = torch.ones(batch, 1, device=images.device)
+            else:
+                labels = torch.zeros(batch, dtype=torch.int64, device=images.device)
+            return self._torch_op(images, labels)[0], None
+        return self._torch_op(images, labels, images2, labels2)
+
+    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _targets(self, labels: Any, labels2: Any) -> tuple[Any, Any]:
+        if labels is None:
+            return None, None
+        targets = _to_targets(labels, self.num_classes, self.label_smoothing)
+        targets2 = None if labels2 is None else _to_targets(labels2, self.num_classes, self.label_smoothing)
+        if targets2 is not None and targets2.shape[1] != targets.shape[1]:
+            raise ValueError(
+                f"labels2: expected targets of shape {tuple(targets.shape)}, got {tuple(targets2.shape)}"
+            )
+        return targets, targets2
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, label_smoothing=self.label_smoothing,
+            data_format=self.data_format, seed=self.seed,
+        )  # fmt: skip
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cutmix")
+class CutMix(_MixLayer):
+    """Per-sample CutMix: each image gets a box cut from its partner; targets mixed by the pasted area.
+
+    Args:
+        alpha: λ ~ Beta(alpha, alpha) per sample, alpha > 0 (``keras.layers.CutMix`` instead draws
+            its α from U(0, factor) on every call).
+        p: probability, drawn per sample, that the sample is mixed at all.
+        num_classes: K, needed when labels are int class ids (B,).
+        label_smoothing: ε, applied to each sample's own target before mixing; don't smooth again
+            in the loss.
+        partner: ``"permute"`` (the paper), ``"roll"`` (torchvision), ``"flip"`` (timm). A second
+            batch given to the call overrides it.
+        box: ``"center"`` (the paper's clipped box) or ``"inside"`` (the whole cut inside the image).
+        data_format: ``"channels_last"`` or ``"channels_first"``; default
+            ``keras.config.image_data_format()``.
+        seed: an int for a reproducible layer, as Keras' random layers take it.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        p: float = 1.0,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        partner: str = "permute",
+        box: str = "center",
+        data_format: str | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
+        self.alpha = _check_alpha(alpha)
+        self.p = _check_p(p)
+        self.partner = _check_choice("partner", partner, PARTNERS)
+        self.box = _check_choice("box", box, BOXES)
+
+    def _make_torch_op(self) -> Any:
+        from cutmix.ops import CutMix as TorchCutMix
+
+        return TorchCutMix(
+            self.alpha, self.p, self.num_classes, self.label_smoothing, self.partner, self.box,
+            self.data_format, self._torch_generator(),
+        )  # fmt: skip
+
+    def _draw(self, images: Any, paired: bool) -> dict[str, Any]:
+        batch, height, width = _spatial(images, self.data_format)
+        partner = None if paired else self.partner
+        return _box_params(batch, height, width, self.alpha, self.p, partner, self.box, self.seed_generator)
+
+    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        targets, targets2 = self._targets(labels, labels2)
+        params = self._draw(images, images2 is not None)
+        mask = _box_mask(params, self.data_format)
+        mixed = ops.where(mask, _partner_images(images, images2, params), images)
+        return mixed, None if targets is None else _mix_targets(targets, targets2, params)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(alpha=self.alpha, p=self.p, partner=self.partner, box=self.box)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cutmix")
+class MixUp(_MixLayer):
+    """Per-sample MixUp (Zhang et al., 2018): ``λ·x + (1−λ)·x_partner``, targets likewise.
+
+    Same arguments as :class:`CutMix`, without ``box``. Integer images are blended in float32 and
+    rounded to the nearest integer (their targets carry the exact λ).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        p: float = 1.0,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        partner: str = "permute",
+        data_format: str | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
+        self.alpha = _check_alpha(alpha)
+        self.p = _check_p(p)
+        self.partner = _check_choice("partner", partner, PARTNERS)
+
+    def _make_torch_op(self) -> Any:
+        from cutmix.ops import MixUp as TorchMixUp
+
+        return TorchMixUp(
+            self.alpha, self.p, self.num_classes, self.label_smoothing, self.partner, self.data_format,
+            self._torch_generator(),
+        )  # fmt: skip
+
+    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        targets, targets2 = self._targets(labels, labels2)
+        batch = ops.shape(images)[0]
+        uniforms, partners, applied = _draw_common(
+            batch, self.p, None if images2 is not None else self.partner, self.seed_generator
+        )
+        lam = _beta(self.alpha, batch, uniforms[:, 3], self.seed_generator)
+        params = {"partner": partners, "weight": ops.where(applied, lam, ops.ones_like(lam))}
+        mixed = _blend(images, _partner_images(images, images2, params), params["weight"])
+        return mixed, None if targets is None else _mix_targets(targets, targets2, params)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(alpha=self.alpha, p=self.p, partner=self.partner)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cutmix")
+class Cutout(_MixLayer):
+    """Per-sample Cutout (DeVries & Taylor, 2017): fills a ``size`` square (or (h, w)) centred
+    uniformly over the image, clipped to it, with ``fill``. Labels are only turned into (smoothed)
+    float32 targets; a second batch, if given, is ignored."""
+
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 16,
+        p: float = 1.0,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        fill: float = 0.0,
+        data_format: str | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
+        self.size = _check_cutout_size(tuple(size) if isinstance(size, list) else size)
+        self.p = _check_p(p)
+        if isinstance(fill, bool) or not isinstance(fill, int | float) or not math.isfinite(fill):
+            raise ValueError(f"fill: expected a finite number, got {fill!r}")
+        self.fill = float(fill)
+
+    def _make_torch_op(self) -> Any:
+        from cutmix.ops import Cutout as TorchCutout
+
+        return TorchCutout(
+            self.size, self.p, self.num_classes, self.label_smoothing, self.fill, self.data_format,
+            self._torch_generator(),
+        )  # fmt: skip
+
+    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        targets, _ = self._targets(labels, None)
+        batch, height, width = _spatial(images, self.data_format)
+        params = _cutout_params(batch, height, width, self.size, self.p, self.seed_generator)
+        fill = ops.cast(self.fill, images.dtype)
+        mixed = ops.where(_box_mask(params, self.data_format), fill, images)
+        return mixed, targets
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(size=list(self.size), p=self.p, fill=self.fill)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cutmix")
+class CutMixOrMixUp(_MixLayer):
+    """Per batch, ``cutmix`` with probability ``switch_prob``, else ``mixup`` (timm's ``switch_prob``).
+
+    Both layers keep their own settings and seeds; this layer's ``seed`` draws the switch. Their
+    ``num_classes``, ``label_smoothing`` and ``data_format`` are used (they must agree). In the
+    keras.ops implementation (traced graphs) both ops run on every batch and the switch selects one
+    result, so that no data-dependent branch is traced.
+    """
+
+    def __init__(
+        self,
+        cutmix: CutMix,
+        mixup: MixUp,
+        switch_prob: float = 0.5,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(cutmix, dict):  # from_config
+            cutmix = keras.saving.deserialize_keras_object(cutmix)
+        if isinstance(mixup, dict):
+            mixup = keras.saving.deserialize_keras_object(mixup)
+        if not isinstance(cutmix, CutMix):
+            raise ValueError(f"cutmix: expected a cutmix.keras.CutMix, got {type(cutmix).__name__}")
+        if not isinstance(mixup, MixUp):
+            raise ValueError(f"mixup: expected a cutmix.keras.MixUp, got {type(mixup).__name__}")
+        for name in ("num_classes", "label_smoothing", "data_format"):
+            if getattr(cutmix, name) != getattr(mixup, name):
+                expected, got = getattr(cutmix, name), getattr(mixup, name)
+                raise ValueError(f"mixup: expected {name}={expected!r} like cutmix, got {got!r}")
+        if (
+            isinstance(switch_prob, bool)
+            or not isinstance(switch_prob, int | float)
+            or not 0.0 <= switch_prob <= 1.0
+        ):
+            raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
+        super().__init__(cutmix.num_classes, cutmix.label_smoothing, cutmix.data_format, seed, **kwargs)
+        self.cutmix, self.mixup = cutmix, mixup
+        self.switch_prob = float(switch_prob)
+
+    def _use_torch_op(self, images: Any) -> bool:
+        # The switch follows this layer's flag; both sub-layers take the same path.
+        use = super()._use_torch_op(images)
+        self.cutmix._prefer_torch_op = self.mixup._prefer_torch_op = self._prefer_torch_op
+        return use
+
+    def _torch_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        import torch
+
+        if self._torch_op is None:
+            self._torch_op = self._torch_generator()  # only the switch is drawn here
+        use_cutmix = torch.rand((), generator=self._torch_op).item() < self.switch_prob
+        return (self.cutmix if use_cutmix else self.mixup)._torch_call(images, labels, images2, labels2)
+
+    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        use_cutmix = keras.random.uniform((), dtype="float32", seed=self.seed_generator) < self.switch_prob
+        cut_images, cut_targets = self.cutmix._keras_call(images, labels, images2, labels2)
+        mix_images, mix_targets = self.mixup._keras_call(images, labels, images2, labels2)
+        mixed = ops.where(use_cutmix, cut_images, mix_images)
+        return mixed, None if labels is None else ops.where(use_cutmix, cut_targets, mix_targets)
+
+    def get_config(self) -> dict[str, Any]:
+        config = keras.layers.Layer.get_config(self)
+        config.update(
+            cutmix=keras.saving.serialize_keras_object(self.cutmix),
+            mixup=keras.saving.serialize_keras_object(self.mixup),
+            switch_prob=self.switch_prob, seed=self.seed,
+        )  # fmt: skip
+        return config
