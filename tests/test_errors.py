@@ -60,3 +60,9 @@ def test_options_out_of_range_for_the_data_are_usage_errors(tmp_path):
     assert code == 2 and "--val: expected fewer than the 32 training images, got 32" in stderr
     code, _, stderr = run_main([*tiny, "--batch-size", "64", "--out", str(tmp_path / "b")])
     assert code == 2 and "--batch-size: expected at most the 32 training images, got 64" in stderr
+
+
+@pytest.mark.parametrize("spec", ["synthetic:0", "synthetic-seg:x", "no/such/folder"])
+def test_a_bad_data_spec_is_a_one_line_error(tmp_path, spec):
+    code, _, stderr = run_main(["preview", "--data", spec, "--out", str(tmp_path / "p.png")])
+    assert code == 2 and len(stderr.splitlines()) == 1 and spec in stderr

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cutmix.data.base import Dataset
+from cutmix.errors import DataError
 
 __all__ = ["SEG_CLASSES", "SEG_NAME", "SEG_TEST", "SEG_TRAIN", "SegmentationDataset", "make_synthetic_seg"]
 
@@ -95,7 +96,7 @@ def load_synthetic_seg(spec: str, seed: int = 0) -> SegmentationDataset:
     """``synthetic-seg`` or ``synthetic-seg:N`` (N training images)."""
     _, _, arg = spec.partition(":")
     if arg and not (arg.isdigit() and int(arg) > 0):
-        raise ValueError(f"expected {SEG_NAME}:N with N a positive integer, got {spec!r}")
+        raise DataError(f"expected {SEG_NAME}:N with N a positive integer, got {spec!r}")
     return make_synthetic_seg(int(arg) if arg else SEG_TRAIN, seed=seed)
 
 
