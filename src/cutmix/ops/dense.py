@@ -257,7 +257,8 @@ def mix_masks(
     paired with their partners (MixUp, :class:`MixedMasks`). Returns new tensors laid out like
     ``masks``."""
     if kind == "mixup":
-        partner = masks2.clone() if masks2 is not None else masks.index_select(0, params.partner)
+        # Indexing, not index_select: on the CPU index_select of large uint8 rows ran ~40x slower here.
+        partner = masks2.clone() if masks2 is not None else masks[params.partner]
         return MixedMasks(masks.clone(), partner, params.weight.clone())
     plain = _plain(masks, channel_dim)
     box = _box_flags(params, frames=plain.ndim == 4)
@@ -267,7 +268,7 @@ def mix_masks(
         fill = torch.full((), mask_fill, dtype=masks.dtype, device=masks.device)
         torch.where(box, fill, plain, out=_plain(out, channel_dim))
         return out
-    partner = _plain(masks2, channel_dim) if masks2 is not None else plain.index_select(0, params.partner)
+    partner = _plain(masks2, channel_dim) if masks2 is not None else plain[params.partner]
     # The same (B, H, W) box flags as the images' paste, so mask and image change in the same pixels.
     torch.where(box, partner, plain, out=_plain(out, channel_dim))
     return out
@@ -491,7 +492,7 @@ def apply_clips(
         box = box[:, None, None] if data_format == "channels_first" else box[:, None, :, :, None]
         if kind == "cutout":
             return torch.where(box, torch.full((), fill, dtype=images.dtype, device=images.device), images)
-    partner = images2 if images2 is not None else images.index_select(0, params.partner)
+    partner = images2 if images2 is not None else images[params.partner]  # see mix_masks
     if kind == "cutmix":
         return torch.where(box, partner, images)
     compute = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
