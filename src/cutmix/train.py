@@ -9,11 +9,13 @@ initial weights, shared by every arm of a comparison), ``metrics.jsonl`` (one li
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import pickle
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ from cutmix.config import (  # noqa: F401
     config_with,
     resolve_config,
 )
-from cutmix.data import DeviceLoader, load_dataset, stratified_split
+from cutmix.data import Dataset, DeviceLoader, load_dataset, stratified_split
 from cutmix.errors import DataError, UsageError
 from cutmix.models import l2_penalty, param_groups, resnet_v1
 from cutmix.ops import CutMix, Cutout, MixUp, to_targets
@@ -86,6 +88,46 @@ def setup_distributed(device: str) -> tuple[Distributed, torch.device]:
     else:
         target = torch.device(device)
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank), target
+
+
+def load_data_main_first(spec: str, dist_info: Distributed, progress: bool = True) -> Dataset:
+    """``load_dataset(spec)``, under DDP on rank 0 first: it alone downloads, decodes and caches,
+    while the other ranks wait, then read the copy or cache it left (no concurrent downloads).
+
+    Rank 0 tells the others whether it succeeded, so a bad ``--data`` ends every rank with its
+    message instead of leaving them waiting. (On several machines without a shared cache folder,
+    the other machines' processes each load for themselves, after rank 0.)
+    """
+    if not dist_info.enabled:
+        return load_dataset(spec, progress=progress)
+    if dist_info.is_main:
+        try:
+            dataset = load_dataset(spec, progress=progress)
+        except Exception as exc:
+            dist.broadcast_object_list([(isinstance(exc, (UsageError, OSError)), str(exc))], src=0)
+            raise
+        dist.broadcast_object_list([None], src=0)
+        return dataset
+    outcome: list[Any] = [None]
+    dist.broadcast_object_list(outcome, src=0)  # waits for rank 0's load
+    if outcome[0] is not None:
+        users_fault, message = outcome[0]
+        raise (DataError if users_fault else RuntimeError)(f"--data: rank 0 could not load it: {message}")
+    return load_dataset(spec, progress=False)
+
+
+def broadcast_buffers(model: nn.Module, dist_info: Distributed) -> None:
+    """Makes every rank's buffers (BatchNorm running statistics) rank 0's.
+
+    DDP keeps the parameters equal, and broadcasts rank 0's buffers before each training forward,
+    but each rank's last batches still update its own copy, so without this each test shard would
+    be scored by a different model and none of them would be the one rank 0 saves. Rank 0's copy,
+    not an average: it is what DDP trains on from the next step and what the checkpoint holds, so
+    the evaluated model is the saved one and training goes on exactly as before (rank 0 is unchanged).
+    """
+    if dist_info.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def build_mixer(config: TrainConfig, num_classes: int, generator: torch.Generator):
@@ -186,11 +228,129 @@ def _without_init(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Loads a checkpoint with ``weights_only=True``: a file from elsewhere cannot run code."""
+    """Loads a checkpoint with ``weights_only=True``: a file from elsewhere cannot run code.
+
+    A file that names anything but tensors and plain containers is refused with the globals it
+    names; torch's own message is not relayed, because it advises loading such a file unsafely.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise DataError(f"{path}: not a readable cutmix checkpoint ({exc})") from exc
+    except pickle.UnpicklingError as exc:
+        names = _unsafe_globals(path)
+        if names:
+            raise DataError(
+                f"{path}: refused, not loaded: it holds objects a checkpoint must not contain "
+                f"({'global' if len(names) == 1 else 'globals'} {', '.join(names)}); "
+                "a cutmix checkpoint holds only tensors, numbers, strings, lists and dicts"
+            ) from None
+        raise DataError(
+            f"{path}: refused, not loaded: not a checkpoint of tensors and plain containers "
+            f"({_unpickler_reason(exc)})"
+        ) from None
+    # torch's unpickler meets garbage with whatever error the first bad opcode causes (KeyError for
+    # a text file), so these are all "not a checkpoint" rather than bugs of ours.
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable cutmix checkpoint ({reason})") from exc
+
+
+def _unsafe_globals(path: str | Path) -> list[str]:
+    """The globals (``module.name``) a pickled file names beyond what ``weights_only`` admits,
+    found by reading its opcodes, never by running them."""
+    try:
+        # The zip format that torch.save writes: torch reads the pickle inside for us.
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: a bare or legacy pickle, scanned below
+        pass
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except ImportError:  # private to torch: without it every global named is reported
+        allowed = set()
+    return sorted(_pickle_globals(Path(path)) - allowed)
+
+
+def _pickle_globals(path: Path) -> set[str]:
+    """Every ``module.name`` that the pickles at the start of ``path`` import (GLOBAL, INST, or
+    STACK_GLOBAL with its two strings pushed or fetched from the memo just before)."""
+    import pickletools
+
+    found: set[str] = set()
+    strings = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+               "SHORT_BINSTRING"}  # fmt: skip
+    try:
+        if zipfile.is_zipfile(path):
+            # A zip whose pickle torch's own scan could not read (a protocol torch.save never writes).
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                handle = io.BytesIO(archive.read(names[0]))
+        else:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        with handle:
+            # A legacy torch file is several pickles in a row, then raw storage bytes.
+            while True:
+                pushed: list[Any] = []
+                memo: dict[int, Any] = {}
+                for op, arg, _ in pickletools.genops(handle):
+                    if op.name in ("GLOBAL", "INST"):
+                        found.add(".".join(str(arg).split(" ", 1)))
+                    elif op.name == "STACK_GLOBAL" and len(pushed) >= 2:
+                        module, name = pushed[-2], pushed[-1]
+                        if isinstance(module, str) and isinstance(name, str):
+                            found.add(f"{module}.{name}")
+                    elif op.name in strings:
+                        pushed.append(arg)
+                    elif op.name == "MEMOIZE":
+                        memo[len(memo)] = pushed[-1] if pushed else None
+                    elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                        memo[arg] = pushed[-1] if pushed else None
+                    elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                        pushed.append(memo.get(arg))
+                    elif op.name not in ("FRAME", "PROTO"):
+                        pushed.append(None)
+    except Exception:  # noqa: BLE001 - the end of the pickles, or a damaged file: report what was seen
+        pass
+    return found
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The cause in torch's weights-only message, without its advice to load the file unsafely."""
+    advice = ("weights_only", "Weights only", "Check the documentation", "safe_globals", "file an issue")
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [line for line in lines if line and not any(a in line for a in advice)]
+    return "; ".join(kept) or "unsupported pickle contents"
+
+
+def match_classes(
+    saved: list[str] | None, found: list[str], num_outputs: int, data: str
+) -> np.ndarray | None:
+    """How the labels of data set ``data`` (class names ``found``) map to the outputs of a model
+    saved with class names ``saved``: None when they already agree, else an index array
+    (``remap[label]`` is the model's output for that label).
+
+    The same names in another order are mapped by name: a name is what a label means, so this
+    scores exactly what the user asks, where refusing would only make them rename folders. Other
+    names are refused, showing both lists: nothing says which output is which class. A checkpoint
+    without names (older ones) is trusted, if the class counts agree.
+    """
+    found = list(found)
+    if saved is None:
+        if len(found) != num_outputs:
+            raise DataError(
+                f"--data: expected {num_outputs} classes (the checkpoint's outputs), "
+                f"got {len(found)} in {data}"
+            )
+        return None
+    saved = list(saved)
+    if found == saved:
+        return None
+    if sorted(found) == sorted(saved) and len(set(saved)) == len(saved):
+        return np.array([saved.index(name) for name in found], dtype=np.int64)
+    raise DataError(
+        f"--data: {data} holds other classes than the checkpoint was trained on: expected {saved}, "
+        f"got {found}"
+    )
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
@@ -266,7 +426,7 @@ def train(
         raise UsageError(f"--out: {out_dir} already holds a run; pass --resume to continue it")
 
     # Data: the whole split on the device; the validation split held out of train by count.
-    dataset = load_dataset(config.data, progress=progress and dist_info.is_main)
+    dataset = load_data_main_first(config.data, dist_info, progress=progress and dist_info.is_main)
     num_classes = len(dataset.classes)
     train_images, train_labels = dataset.train_images, dataset.train_labels
     val_loader = None
@@ -346,6 +506,15 @@ def train(
                 f"--resume: {checkpoint_path} was written with another configuration; "
                 "use a new --out or the same options"
             )
+        # Each process's data shard and mixing draws depend on the number of processes, so another
+        # number could not continue the run bit for bit (older checkpoints: one mixing state each).
+        saved_world_size = checkpoint.get("world_size", len(checkpoint["mix_state"]))
+        if saved_world_size != dist_info.world_size:
+            raise UsageError(
+                f"--resume: {checkpoint_path} was written by {saved_world_size} process(es), "
+                f"got {dist_info.world_size}; resume it with {saved_world_size} process(es) "
+                "(torchrun --nproc_per_node ...) or start afresh in a new --out"
+            )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -409,6 +578,7 @@ def train(
         # Under DDP the bare model evaluates: shards may differ in batch count, and a DDP forward is
         # a collective that every rank would have to join.
         eval_net = model if dist_info.enabled else net
+        broadcast_buffers(model, dist_info)  # the model every rank evaluates is the one saved
         test = evaluate(eval_net, test_loader, num_classes, autocast, config.tta_flip, dist_info)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -455,6 +625,7 @@ def train(
                     "torch_rng": torch.get_rng_state(),
                     "config": asdict(config),
                     "classes": list(dataset.classes),
+                    "world_size": dist_info.world_size,
                 },
             )
             if progress:

@@ -19,8 +19,8 @@ from cutmix.config import (  # noqa: F401 - RECIPE_HELP re-exported for cutmix.c
     check_device,
     config_from_options,
 )
-from cutmix.errors import DataError
-from cutmix.train import CIFAR10_MEAN, CIFAR10_STD, evaluate, load_checkpoint, train
+from cutmix.errors import DataError, UsageError
+from cutmix.train import CIFAR10_MEAN, CIFAR10_STD, evaluate, load_checkpoint, match_classes, train
 
 
 def add_train_options(parser: argparse.ArgumentParser, exclude: Collection[str] = RUN_OPTIONS) -> None:
@@ -75,11 +75,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_device(args.device or "auto")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, config = _model_from_checkpoint(args.checkpoint, device)
-    dataset = load_dataset(args.data or config.data, progress=not args.quiet)
+    data = args.data or config.data
+    dataset = load_dataset(data, progress=not args.quiet)
+    # Labels are scored against the checkpoint's outputs by class name, not by folder position.
+    saved_classes = load_checkpoint(args.checkpoint).get("classes")
+    num_outputs = model.fc.out_features
+    remap = match_classes(saved_classes, dataset.classes, num_outputs, data)
+    labels, classes = dataset.test_labels, list(dataset.classes)
+    if remap is not None:
+        labels, classes = remap[labels], list(saved_classes)
+        print(f"note: the classes of {data} come in another order than the checkpoint's; mapped by name")
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if config.normalize else (None, None)
     loader = DeviceLoader(
         dataset.test_images,
-        dataset.test_labels,
+        labels,
         1000,
         device=device,
         shuffle=False,
@@ -88,16 +97,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         std=std,
     )
     tta = config.tta_flip if args.tta_flip is None else args.tta_flip
-    result = evaluate(model, loader, len(dataset.classes), None, tta)
+    result = evaluate(model, loader, num_outputs, None, tta)
     print(f"test accuracy{' (flip TTA)' if tta else ''}: {result['acc']:.2%}  loss {result['loss']:.4f}")
-    for name, acc in zip(dataset.classes, result["per_class"], strict=True):
+    for name, acc in zip(classes, result["per_class"], strict=True):
         print(f"  {name:12s} {acc:7.2%}")
     if args.json:
         print(
             json.dumps(
                 {
                     "test_acc": result["acc"],
-                    "per_class": dict(zip(dataset.classes, result["per_class"], strict=True)),
+                    "per_class": dict(zip(classes, result["per_class"], strict=True)),
                 }
             )
         )
@@ -119,7 +128,20 @@ def run_predict(args: argparse.Namespace) -> int:
 
     device = torch.device("cpu")
     model, config = _model_from_checkpoint(args.checkpoint, device)
-    classes = args.classes.split(",") if args.classes else _checkpoint_classes(args.checkpoint, config)
+    if args.classes:
+        classes = args.classes.split(",")
+        saved = load_checkpoint(args.checkpoint).get("classes")
+        # --classes names the outputs of an older checkpoint that holds no names; names held by the
+        # checkpoint are what it was trained on, so other names (or another order) would mislabel.
+        if saved and classes != list(saved):
+            raise UsageError(f"--classes: expected the checkpoint's classes {list(saved)}, got {classes}")
+        if len(classes) != model.fc.out_features:
+            raise UsageError(
+                f"--classes: expected {model.fc.out_features} names (the checkpoint's outputs), "
+                f"got {len(classes)}: {classes}"
+            )
+    else:
+        classes = _checkpoint_classes(args.checkpoint, config)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if config.normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     for path in args.images:
         try:

@@ -1,0 +1,192 @@
+"""Checkpoints from elsewhere: refused with the reason, never with advice to load them unsafely."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cutmix.cli import main
+from cutmix.train import load_checkpoint, resolve_config, train
+
+# What torch appends to a weights-only failure: none of it may reach the user.
+UNSAFE_ADVICE = ("weights_only", "will likely succeed", "safe_globals", "trusted source")
+
+
+class _RunsCode:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dumps", "zip of protocol 4"])
+def test_hostile_checkpoint_is_refused_naming_the_global(tmp_path, capsys, how):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    payload = {"model": {"fc.weight": torch.zeros(2, 2)}, "extra": _RunsCode(str(marker))}
+    if how == "torch.save":
+        torch.save(payload, evil)  # the zip format torch writes
+    elif how == "pickle.dumps":
+        evil.write_bytes(pickle.dumps(payload))  # a bare pickle, protocol 5
+    else:  # torch's zip layout around a pickle torch.save never writes (its own scan cannot read it)
+        torch.save({"model": {}}, tmp_path / "good.pt")
+        with zipfile.ZipFile(tmp_path / "good.pt") as good, zipfile.ZipFile(evil, "w") as out:
+            for item in good.infolist():
+                data = good.read(item.filename)
+                out.writestr(
+                    item, pickle.dumps(payload, protocol=4) if item.filename.endswith("data.pkl") else data
+                )
+    with pytest.raises(ValueError) as caught:
+        load_checkpoint(evil)
+    message = str(caught.value)
+    assert message.startswith(f"{evil}: refused, not loaded: it holds objects a checkpoint must not contain")
+    # posix.system on Linux (a bare pickle of a tensor names torch.storage._load_from_bytes too).
+    assert f"{os.system.__module__}.system" in message.partition("(global")[2]
+    assert not any(advice in message for advice in UNSAFE_ADVICE), message
+    assert not marker.exists()
+
+    assert main(["evaluate", "--checkpoint", str(evil), "--data", "synthetic"]) == 2
+    err = capsys.readouterr().err
+    assert "must not contain" in err and f"{os.system.__module__}.system" in err
+    assert not any(advice in err for advice in UNSAFE_ADVICE), err
+    assert not marker.exists()
+
+
+def test_harmless_but_unsupported_global_is_named(tmp_path):
+    odd = tmp_path / "odd.pt"
+    torch.save({"model": {}, "queue": collections.deque([1])}, odd)
+    with pytest.raises(
+        ValueError, match=r"odd.pt: refused, not loaded: .*\(global collections\.deque\)"
+    ) as caught:
+        load_checkpoint(odd)
+    assert not any(advice in str(caught.value) for advice in UNSAFE_ADVICE)
+
+
+def test_damaged_files_are_not_readable_checkpoints(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello world")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    good = tmp_path / "good.pt"
+    torch.save({"model": {"w": torch.ones(3)}}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    for path in (text, empty, truncated, tmp_path / "missing.pt"):
+        with pytest.raises(ValueError, match=rf"{path.name}: not a readable cutmix checkpoint") as caught:
+            load_checkpoint(path)
+        assert not any(advice in str(caught.value) for advice in UNSAFE_ADVICE)
+    assert torch.equal(load_checkpoint(good)["model"]["w"], torch.ones(3))
+
+
+# --------------------------------------------------------------------------------------------
+# Class names: evaluate and predict score and name a checkpoint's outputs by the names it holds
+# --------------------------------------------------------------------------------------------
+
+CLASSES = ["ant", "bee", "cat"]
+
+
+def _image_tree(root: Path, classes: list[str], train: int = 16, test: int = 8) -> Path:
+    """Small 32x32 images whose colour depends on the class's position in ``CLASSES``."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        for name in classes:
+            signal = 40 * np.eye(3, dtype=np.int64)[CLASSES.index(name) % 3] if name in CLASSES else 0
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 200, (32, 32, 3)) + signal
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("classes")
+    tree = _image_tree(tmp / "tree", CLASSES)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CUTMIX_DATA_DIR", str(tmp / "cache"))
+        config = resolve_config("seed", data=str(tree), depth=8, epochs=1, batch_size=16, device="cpu")
+        train(config, tmp / "run", progress=False)
+    return tmp, tree, tmp / "run" / "checkpoint.pt"
+
+
+def _evaluate(capsys, checkpoint: Path, data: Path) -> tuple[int, dict | None, str, str]:
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--device", "cpu",
+                 "--quiet", "--json"])  # fmt: skip
+    out, err = capsys.readouterr()
+    return code, (json.loads(out.strip().splitlines()[-1]) if code == 0 else None), out, err
+
+
+def test_evaluate_maps_the_same_classes_in_another_order_by_name(tree_run, tmp_path, capsys, monkeypatch):
+    tmp, tree, checkpoint_path = tree_run
+    monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp / "cache"))
+    code, baseline, _, _ = _evaluate(capsys, checkpoint_path, tree)
+    assert code == 0 and set(baseline["per_class"]) == set(CLASSES)
+    assert len(set(baseline["per_class"].values())) > 1  # else a permutation could not show
+
+    # The same model with its outputs in another order, as if trained on a set listing its classes
+    # as cat, ant, bee: the tree (folders sorted ant, bee, cat) must be scored by name.
+    checkpoint = load_checkpoint(checkpoint_path)
+    order = ["cat", "ant", "bee"]
+    rows = torch.tensor([CLASSES.index(name) for name in order])
+    checkpoint["model"]["fc.weight"] = checkpoint["model"]["fc.weight"][rows]
+    checkpoint["model"]["fc.bias"] = checkpoint["model"]["fc.bias"][rows]
+    checkpoint["classes"] = order
+    torch.save(checkpoint, tmp_path / "reordered.pt")
+    code, reordered, out, _ = _evaluate(capsys, tmp_path / "reordered.pt", tree)
+    assert code == 0
+    assert reordered["per_class"] == pytest.approx(baseline["per_class"])
+    assert reordered["test_acc"] == pytest.approx(baseline["test_acc"])
+    assert "mapped by name" in out
+
+
+def test_evaluate_refuses_other_class_names_showing_both(tree_run, tmp_path, capsys, monkeypatch):
+    tmp, _, checkpoint_path = tree_run
+    monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp_path / "cache"))
+    other = _image_tree(tmp_path / "other", ["ant", "bee", "dog"])
+    code, _, _, err = _evaluate(capsys, checkpoint_path, other)
+    assert code == 2
+    assert "expected ['ant', 'bee', 'cat'], got ['ant', 'bee', 'dog']" in err
+
+
+def test_evaluate_of_an_older_checkpoint_without_class_names(tree_run, tmp_path, capsys, monkeypatch):
+    tmp, tree, checkpoint_path = tree_run
+    monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp / "cache"))
+    code, baseline, _, _ = _evaluate(capsys, checkpoint_path, tree)
+    older = load_checkpoint(checkpoint_path)
+    del older["classes"]
+    torch.save(older, tmp_path / "older.pt")
+    code, result, _, _ = _evaluate(capsys, tmp_path / "older.pt", tree)
+    assert code == 0 and result == baseline  # still works, trusting the folder order
+
+    four = _image_tree(tmp_path / "four", ["ant", "bee", "cat", "dog"])
+    code, _, _, err = _evaluate(capsys, tmp_path / "older.pt", four)
+    assert code == 2 and "expected 3 classes (the checkpoint's outputs), got 4" in err
+
+
+def test_predict_refuses_class_names_that_are_not_the_checkpoints(tree_run, tmp_path, capsys):
+    _, _, checkpoint_path = tree_run
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(image)
+    predict = ["predict", "--checkpoint", str(checkpoint_path), "--top-k", "1", str(image)]
+    assert main([*predict, "--classes", "cat,ant,bee"]) == 2
+    assert "expected the checkpoint's classes ['ant', 'bee', 'cat'], got ['cat', 'ant', 'bee']" in (
+        capsys.readouterr().err
+    )
+    assert main([*predict, "--classes", "ant,bee,cat"]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}: ")
+
+    older = load_checkpoint(checkpoint_path)
+    del older["classes"]
+    torch.save(older, tmp_path / "older.pt")
+    assert main(["predict", "--checkpoint", str(tmp_path / "older.pt"), "--classes", "a,b", str(image)]) == 2
+    assert "expected 3 names (the checkpoint's outputs), got 2" in capsys.readouterr().err
