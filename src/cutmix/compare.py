@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from cutmix.config import MIXES, TrainConfig, config_with, negatable_options
+from cutmix.config import MIXES, TrainConfig, arm_configs, config_with, negatable_options
 from cutmix.errors import UsageError
 from cutmix.jobs import (
     RunsFailedError,
@@ -178,21 +178,22 @@ def compare(
     from cutmix.report import is_cifar10_like, load_run, write_report
 
     if not seeds:
-        raise ValueError("--seeds: expected at least one seed, got none")
+        raise UsageError("--seeds: expected at least one seed, got none")
     out = Path(out)
     dist_info, device = setup_distributed(base.device)
     jobs = default_jobs(base.device) if jobs is None else jobs
     if jobs < 1:
-        raise ValueError(f"--jobs: expected an integer >= 1, got {jobs}")
+        raise UsageError(f"--jobs: expected an integer >= 1, got {jobs}")
     if threads is not None and threads < 1:
-        raise ValueError(f"--threads: expected an integer >= 1, got {threads}")
+        raise UsageError(f"--threads: expected an integer >= 1, got {threads}")
     if jobs > 1 and dist_info.enabled:
-        raise ValueError(f"--jobs: expected 1 under torchrun (its processes share each run), got {jobs}")
+        raise UsageError(f"--jobs: expected 1 under torchrun (its processes share each run), got {jobs}")
+    arm_configs(base, arms, seeds)  # a bad option is refused before any data is loaded
     dataset = load_dataset(base.data, progress=progress and dist_info.is_main)
     runs = plan(base, arms, seeds, out)
     differing = [r for r in runs if r.state == "differs"]
     if differing and not force:
-        raise ValueError(_refusal(out, differing))
+        raise UsageError(_refusal(out, differing))
 
     if dist_info.is_main:
         for run in differing:
@@ -349,9 +350,9 @@ def run(args: argparse.Namespace) -> int:
     from cutmix.train_cli import config_from_args
 
     if args.mix is not None:
-        raise ValueError(f"--mix: compare takes its mixing ops from --arms, got --mix {args.mix}")
+        raise UsageError(f"--mix: compare takes its mixing ops from --arms, got --mix {args.mix}")
     if args.seeds < 1:
-        raise ValueError(f"--seeds: expected an integer >= 1, got {args.seeds}")
+        raise UsageError(f"--seeds: expected an integer >= 1, got {args.seeds}")
     arms = parse_arms(args.arms)
     base = config_from_args(args)
     argv = sys.argv[1:] if sys.argv[1:2] == ["compare"] else command_from_args(args)
@@ -366,11 +367,12 @@ def run(args: argparse.Namespace) -> int:
     if not report:
         return 0
     for arm in arms:
-        acc = report["per_arm"][arm]["test_acc"]
-        spread = "n/a" if acc["std"] is None else f"{acc['std']:.2%}"
-        line = f"{arm:8s} test accuracy {acc['mean']:.2%} ± {spread} (n = {acc['n']})"
+        acc = report["per_arm"][arm]["test_acc"] or {}
+        mean = "n/a" if acc.get("mean") is None else f"{acc['mean']:.2%}"  # None: no finite accuracy
+        spread = "n/a" if acc.get("std") is None else f"{acc['std']:.2%}"
+        line = f"{arm:8s} test accuracy {mean} ± {spread} (n = {acc.get('n', 0)})"
         paired = report["paired"].get(arm, {}).get("test_acc")
-        if paired:
+        if paired and paired.get("mean") is not None:
             line += f"; {arm} − none: {100 * paired['mean']:+.2f} pp ({paired['verdict']})"
         print(line)
     if report["any_diverged"]:

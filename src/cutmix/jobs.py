@@ -32,6 +32,7 @@ import torch
 
 import cutmix
 from cutmix.config import TrainConfig
+from cutmix.errors import UsageError
 
 LOG_NAME = "train.log"
 LOCK_NAME = ".lock"
@@ -83,7 +84,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
-            raise ValueError(
+            raise UsageError(
                 f"{run_dir}: expected a run folder no other process is training, but process {owner} "
                 "holds its lock; wait for it to finish or stop it"
             ) from None
