@@ -400,6 +400,24 @@ def test_bad_labels_on_the_keras_ops_path():
         on_path(CutMix(num_classes=5), "keras_ops")(images, np.zeros((2, 3), np.float32))
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside Keras
+def test_readme_keras_example_runs():
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if b.startswith("# cutmix.keras example")]
+    assert len(blocks) == 1, "README's Keras example is missing"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    assert tuple(namespace["targets"].shape) == (32, 10) and set(namespace["out"]) == {"images", "labels"}
+    images, labels = namespace["images"], namespace["labels"]
+    mixed, targets = namespace["augment"]([images, labels], training=False)
+    assert np.array_equal(to_np(mixed), images) and np.array_equal(to_np(targets), labels)
+    mixed, targets = namespace["augment"]([images, labels], training=True)
+    assert not np.array_equal(to_np(mixed), images)
+    assert float(to_np(targets).min()) > 0  # smoothed
+
+
 # ----------------------------------------------------------------------------------------------
 # Other backends, each in its own process (Keras fixes the backend at import)
 # ----------------------------------------------------------------------------------------------
