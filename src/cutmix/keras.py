@@ -346,6 +346,8 @@ class _MixLayer(keras.layers.Layer):
     def _direct_call_ok(self, args: tuple, kwargs: dict) -> bool:
         if not self._prefer_torch_op or _keras_global is None or keras.config.backend() != "torch":
             return False
+        if len(args) > 4 or "mask" in kwargs:  # training given positionally, or a mask: Keras sorts it out
+            return False
         if _keras_global("current_call_ctx") is not None or _in_stateless_scope():
             return False  # inside another layer's call (training comes from there) or a stateless call
         import numpy as np
