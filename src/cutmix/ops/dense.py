@@ -235,8 +235,13 @@ def _check_boxes(
 
 
 def _box_flags(params: MixParams, frames: bool) -> Tensor:
-    """(B, H, W) bool, set inside each sample's box ((B, 1, H, W) for clips, one box per clip)."""
-    box = (params.box_rows > 0)[:, :, None] & (params.box_cols > 0)[:, None, :]
+    """(B, H, W) bool, set inside each sample's box ((B, 1, H, W) for clips, one box per clip).
+
+    Built as uint8 and viewed as bool: on the CPU a broadcast ``&`` of bool tensors ran 9x slower
+    than the same of uint8 ones (18 ms against 2 ms for 128x224x224, one thread)."""
+    rows = (params.box_rows > 0).to(torch.uint8)
+    cols = (params.box_cols > 0).to(torch.uint8)
+    box = (rows[:, :, None] & cols[:, None, :]).view(torch.bool)  # values 0/1: a valid bool view
     return box[:, None] if frames else box
 
 
@@ -261,6 +266,7 @@ def mix_masks(
         partner = masks2.clone() if masks2 is not None else masks[params.partner]
         return MixedMasks(masks.clone(), partner, params.weight.clone())
     plain = _plain(masks, channel_dim)
+    # The same box rows and columns as the images' paste, so mask and image change in the same pixels.
     box = _box_flags(params, frames=plain.ndim == 4)
     out = torch.empty_like(masks)  # keeps the input's memory layout
     if kind == "cutout":
@@ -268,8 +274,7 @@ def mix_masks(
         fill = torch.full((), mask_fill, dtype=masks.dtype, device=masks.device)
         torch.where(box, fill, plain, out=_plain(out, channel_dim))
         return out
-    partner = _plain(masks2, channel_dim) if masks2 is not None else plain[params.partner]
-    # The same (B, H, W) box flags as the images' paste, so mask and image change in the same pixels.
+    partner = _plain(masks2, channel_dim) if masks2 is not None else plain.index_select(0, params.partner)
     torch.where(box, partner, plain, out=_plain(out, channel_dim))
     return out
 
