@@ -42,6 +42,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 if not keras.__version__.startswith("3."):  # pragma: no cover - depends on the environment
     raise ImportError(f"cutmix.keras needs Keras 3, got Keras {keras.__version__}")
 
+from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, _check_min_visibility
 from cutmix.ops.params import (
     BOXES,
     DATA_FORMATS,
@@ -61,6 +62,13 @@ except ImportError:  # pragma: no cover - another Keras layout: always take Kera
 __all__ = ["CutMix", "CutMixOrMixUp", "Cutout", "MixUp"]
 
 _DATA_KEYS = ("images", "labels", "images2", "labels2")
+# Keras' own keys for dense targets (keras.layers.CutMix & co.): per-pixel class ids and a
+# {"boxes": (B, N, 4), "labels": (B, N)} dict, padded with label -1.
+_DENSE_KEYS = ("segmentation_masks", "bounding_boxes")
+_BOX_KEYS = ("boxes", "labels")
+# Keras' layers take a bounding_box_format; only pixel xyxy is accepted (the torch ops' format,
+# and Keras' own default), so a box is never silently read in the wrong format.
+_BOX_FORMATS = ("xyxy",)
 _SEED_HIGH = 2**31 - 1
 
 
@@ -300,6 +308,242 @@ def _int_range(dtype: str) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Dense targets: segmentation masks and bounding boxes (the keras.ops implementation)
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_mask_fill(mask_fill: int) -> int:
+    if isinstance(mask_fill, bool) or not isinstance(mask_fill, int):
+        raise ValueError(f"mask_fill: expected an int class id (e.g. 255, ignored), got {mask_fill!r}")
+    return mask_fill
+
+
+def _check_box_format(bounding_box_format: str) -> str:
+    if bounding_box_format not in _BOX_FORMATS:
+        raise ValueError(
+            f"bounding_box_format: expected 'xyxy' (pixel corners x1, y1, x2, y2; convert others with "
+            f"keras.utils.bounding_boxes.convert_format), got {bounding_box_format!r}"
+        )
+    return bounding_box_format
+
+
+def _mask_layout(masks: Any, images: Any, data_format: str) -> int | None:
+    """Checks ``segmentation_masks`` against the images; returns its singleton channel axis, or None."""
+    dtype = keras.backend.standardize_dtype(masks.dtype)
+    if not keras.backend.is_int_dtype(dtype) or dtype == "bool":
+        raise ValueError(
+            f"segmentation_masks: expected integer class ids (e.g. uint8, int32), got dtype {dtype}"
+        )
+    if data_format == "channels_first":
+        batch, height, width = images.shape[0], images.shape[2], images.shape[3]
+        plain, channel, axis = (batch, height, width), (batch, 1, height, width), 1
+    else:
+        batch, height, width = images.shape[0], images.shape[1], images.shape[2]
+        plain, channel, axis = (batch, height, width), (batch, height, width, 1), 3
+    shape = tuple(masks.shape)
+    if shape == plain:
+        return None
+    if shape == channel:
+        return axis
+    raise ValueError(
+        f"segmentation_masks: expected shape {plain} or {channel} to match images {tuple(images.shape)} "
+        f"({data_format}), got {shape}"
+    )
+
+
+def _box_parts(bounding_boxes: Any, images: Any, data_format: str) -> tuple[Any, Any]:
+    """Checks a ``bounding_boxes`` dict's structure; returns its padded (B, N, 4) boxes and (B, N) labels."""
+    if not isinstance(bounding_boxes, dict):
+        raise ValueError(
+            "bounding_boxes: expected a dict with keys 'boxes' and 'labels', "
+            f"got {type(bounding_boxes).__name__}"
+        )
+    if sorted(bounding_boxes) != sorted(_BOX_KEYS):
+        raise ValueError(f"bounding_boxes: expected the keys boxes, labels, got {sorted(bounding_boxes)}")
+    boxes, labels = bounding_boxes["boxes"], bounding_boxes["labels"]
+    for value, key in ((boxes, "boxes"), (labels, "labels")):
+        if isinstance(value, list | tuple) or not hasattr(value, "shape"):
+            raise ValueError(
+                f"bounding_boxes['{key}']: expected a padded tensor (labels -1 for padding; "
+                f"keras.utils.bounding_boxes densifies ragged ones), got {type(value).__name__}"
+            )
+    batch = images.shape[0]
+    if _rank(boxes) != 3 or boxes.shape[2] != 4 or boxes.shape[0] != batch:
+        raise ValueError(
+            f"bounding_boxes['boxes']: expected shape ({batch}, N, 4) (xyxy), got {tuple(boxes.shape)}"
+        )
+    box_dtype = keras.backend.standardize_dtype(boxes.dtype)
+    if box_dtype == "bool" or box_dtype.startswith("complex"):
+        raise ValueError(
+            f"bounding_boxes['boxes']: expected float or integer pixel coordinates, got dtype {box_dtype}"
+        )
+    if tuple(labels.shape) != tuple(boxes.shape[:2]):
+        raise ValueError(
+            f"bounding_boxes['labels']: expected shape {tuple(boxes.shape[:2])} like its boxes, "
+            f"got {tuple(labels.shape)}"
+        )
+    label_dtype = keras.backend.standardize_dtype(labels.dtype)
+    if not keras.backend.is_int_dtype(label_dtype) or label_dtype == "bool":
+        raise ValueError(
+            f"bounding_boxes['labels']: expected integer class ids (-1 for padding), got dtype {label_dtype}"
+        )
+    return boxes, labels
+
+
+def _check_box_values(boxes: Any, labels: Any, images: Any, data_format: str) -> None:
+    """Value checks that need concrete tensors (the torch path): every real box inside the image and
+    ordered, labels >= -1. Traced graphs (JAX, TensorFlow) cannot raise on values."""
+    import torch
+
+    _, height, width = (int(v) for v in _spatial(images, data_format))
+    labels_t = torch.as_tensor(labels)
+    x0, y0, x1, y1 = torch.as_tensor(boxes).unbind(-1)
+    inside = (x0 >= 0) & (y0 >= 0) & (x1 <= width) & (y1 <= height)  # False for NaN too
+    ordered = (x1 >= x0) & (y1 >= y0)
+    bad = (labels_t >= 0) & ~(inside & ordered)
+    if bool((labels_t < -1).any()):
+        raise ValueError(
+            f"bounding_boxes['labels']: expected class ids >= 0, or -1 for padding, got {int(labels_t.min())}"
+        )
+    if bool(bad.any()):
+        b, n = (int(i) for i in bad.nonzero()[0])
+        box = [round(float(v), 3) for v in torch.as_tensor(boxes)[b, n]]
+        raise ValueError(
+            f"bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= {width} and "
+            f"0 <= y1 <= y2 <= {height}, got {box} for image {b}, box {n}"
+        )
+
+
+def _mix_masks_keras(masks: Any, channel_axis: int | None, params: dict[str, Any], fill: int | None) -> Any:
+    """CutMix (``fill`` None): the partner's mask where the partner's pixels were pasted, from the
+    same row and column flags as the images; Cutout: ``fill`` there."""
+    flags = ops.logical_and(params["rows"][:, :, None], params["cols"][:, None, :])  # (B, H, W)
+    if channel_axis is not None:
+        flags = ops.expand_dims(flags, channel_axis)
+    other = ops.take(masks, params["partner"], axis=0) if fill is None else ops.cast(fill, masks.dtype)
+    return ops.where(flags, other, masks)
+
+
+def _area(x0: Any, y0: Any, x1: Any, y1: Any) -> Any:
+    return ops.maximum(x1 - x0, 0.0) * ops.maximum(y1 - y0, 0.0)
+
+
+def _hole(params: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    box = ops.cast(params["box"], "float32")  # y0, y1, x0, x1; integers below 2**24: exact
+    return box[:, 2:3], box[:, 0:1], box[:, 3:4], box[:, 1:2]
+
+
+def _cut_own_boxes(boxes: Any, labels: Any, params: dict[str, Any], min_visibility: float) -> tuple[Any, Any]:
+    """As :func:`cutmix.ops.dense.cut_own_boxes`: each box minus its sample's hole. The visible part's
+    bounding box moves only on a side the hole covers along the box's whole other extent."""
+    hx0, hy0, hx1, hy1 = _hole(params)
+    bx0, by0, bx1, by1 = (boxes[..., i] for i in range(4))
+    area = _area(bx0, by0, bx1, by1)
+    covered = _area(
+        ops.maximum(bx0, hx0), ops.maximum(by0, hy0), ops.minimum(bx1, hx1), ops.minimum(by1, hy1)
+    )
+    visible = area - covered
+    spans_y = ops.logical_and(hy0 <= by0, hy1 >= by1)
+    spans_x = ops.logical_and(hx0 <= bx0, hx1 >= bx1)
+    both = ops.logical_and
+    new = ops.stack(
+        [
+            ops.where(both(spans_y, both(hx0 <= bx0, hx1 > bx0)), hx1, bx0),
+            ops.where(both(spans_x, both(hy0 <= by0, hy1 > by0)), hy1, by0),
+            ops.where(both(spans_y, both(hx1 >= bx1, hx0 < bx1)), hx0, bx1),
+            ops.where(both(spans_x, both(hy1 >= by1, hy0 < by1)), hy0, by1),
+        ],
+        axis=-1,
+    )
+    applied = params["applied"][:, None]
+    seen = both(visible > 0, visible >= min_visibility * area)
+    keep = both(labels >= 0, ops.logical_or(ops.logical_not(applied), seen))
+    return ops.where(applied[..., None], new, boxes), keep
+
+
+def _cut_partner_boxes(
+    boxes: Any, labels: Any, params: dict[str, Any], min_visibility: float
+) -> tuple[Any, Any]:
+    """As :func:`cutmix.ops.dense.cut_partner_boxes`: each partner box cut to the pasted region."""
+    hx0, hy0, hx1, hy1 = _hole(params)
+    bx0, by0, bx1, by1 = (boxes[..., i] for i in range(4))
+    cut = [ops.maximum(bx0, hx0), ops.maximum(by0, hy0), ops.minimum(bx1, hx1), ops.minimum(by1, hy1)]
+    inside = _area(*cut)
+    keep = ops.logical_and(
+        ops.logical_and(labels >= 0, params["applied"][:, None]),
+        ops.logical_and(inside > 0, inside >= min_visibility * _area(bx0, by0, bx1, by1)),
+    )
+    return ops.stack(cut, axis=-1), keep
+
+
+def _pack_boxes(parts: list[tuple[Any, Any, Any, Any]], dtype: str, label_dtype: str) -> dict[str, Any]:
+    """As :func:`cutmix.ops.dense._pack`: concatenated parts, dropped boxes blanked (label -1, zeros),
+    kept boxes first in their order. The sort key is unique per row, so an unstable argsort is fine."""
+    boxes, labels, weights, keep = (ops.concatenate(list(p), axis=1) for p in zip(*parts, strict=True))
+    count = ops.shape(keep)[1]
+    index = ops.arange(count, dtype="int32")[None, :]
+    order = ops.argsort(ops.where(keep, index, index + count), axis=1)
+    keep = ops.take_along_axis(keep, order, axis=1)
+    boxes = ops.take_along_axis(boxes, ops.expand_dims(order, -1), axis=1)
+    boxes = ops.where(keep[..., None], boxes, ops.zeros_like(boxes))
+    if keras.backend.is_int_dtype(dtype):
+        boxes = ops.round(boxes)  # the cut edges are the hole's integer edges: exact
+    labels = ops.take_along_axis(labels, order, axis=1)
+    out = {
+        "boxes": ops.cast(boxes, dtype),
+        "labels": ops.cast(ops.where(keep, labels, ops.full_like(labels, -1)), label_dtype),
+        "weights": ops.where(keep, ops.take_along_axis(weights, order, axis=1), ops.zeros_like(weights)),
+    }
+    return out
+
+
+def _mix_boxes_keras(
+    kind: str, boxes: Any, labels: Any, params: dict[str, Any], min_visibility: float
+) -> dict[str, Any]:
+    """``bounding_boxes`` after the keras.ops mix: own boxes, then (CutMix, MixUp) partner boxes."""
+    dtype = keras.backend.standardize_dtype(boxes.dtype)
+    label_dtype = keras.backend.standardize_dtype(labels.dtype)
+    work, labels = ops.cast(boxes, "float32"), ops.cast(labels, "int32")
+    ones = ops.ones(ops.shape(labels), dtype="float32")
+    if kind == "mixup":
+        # Every box stays where it was, weighted by its image's share of the blend.
+        weight = params["weight"][:, None]
+        partner, partner_labels = (
+            ops.take(work, params["partner"], axis=0),
+            ops.take(labels, params["partner"], axis=0),
+        )
+        parts = [
+            (work, labels, weight * ones, ops.logical_and(labels >= 0, weight > 0)),
+            (
+                partner,
+                partner_labels,
+                (1.0 - weight) * ones,
+                ops.logical_and(partner_labels >= 0, weight < 1),
+            ),
+        ]
+        return _pack_boxes(parts, dtype, label_dtype)
+    own, keep = _cut_own_boxes(work, labels, params, min_visibility)
+    parts = [(own, labels, ones, keep)]
+    if kind == "cutmix":
+        partner_labels = ops.take(labels, params["partner"], axis=0)
+        cut, keep2 = _cut_partner_boxes(ops.take(work, params["partner"], axis=0), partner_labels, params,
+                                        min_visibility)  # fmt: skip
+        parts.append((cut, partner_labels, ones, keep2))
+    return _pack_boxes(parts, dtype, label_dtype)
+
+
+def _leaves(data: dict[str, Any]) -> list[Any]:
+    return [v for value in data.values() for v in (_leaves(value) if isinstance(value, dict) else [value])]
+
+
+def _dense_inputs(data: Any) -> dict[str, Any]:
+    """The dense keys of a dict input that are present and not None."""
+    if not isinstance(data, dict):
+        return {}
+    return {key: data[key] for key in _DENSE_KEYS if data.get(key) is not None}
+
+
+# ----------------------------------------------------------------------------------------------
 # The layers
 # ----------------------------------------------------------------------------------------------
 
@@ -311,6 +555,7 @@ class _MixLayer(keras.layers.Layer):
     # Set to False (per layer or class) to run the keras.ops implementation on the torch backend
     # too; the tests do, to check that implementation where JAX and TensorFlow are not installed.
     _prefer_torch_op = True
+    kind = ""  # "cutmix", "mixup" or "cutout", as the torch ops: picks the mask and box rule
 
     def __init__(
         self,
@@ -318,9 +563,11 @@ class _MixLayer(keras.layers.Layer):
         label_smoothing: float,
         data_format: str | None,
         seed: int | None,
+        bounding_box_format: str = "xyxy",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.bounding_box_format = _check_box_format(bounding_box_format)
         self.num_classes = _check_num_classes(num_classes)
         self.label_smoothing = _check_smoothing(label_smoothing)
         self.data_format = _check_data_format(data_format)
@@ -355,7 +602,7 @@ class _MixLayer(keras.layers.Layer):
 
         values = [*args, *kwargs.values()]
         if values and isinstance(values[0], dict):
-            values = [*values[0].values(), *values[1:]]
+            values = [*_leaves(values[0]), *values[1:]]  # bounding_boxes is a dict inside the dict
         concrete = (np.ndarray, torch.Tensor)
         return all(
             v is None or (isinstance(v, concrete) and getattr(v, "device", None) != torch.device("meta"))
@@ -376,10 +623,11 @@ class _MixLayer(keras.layers.Layer):
 
     def _unpack(self, data: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, ...]:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(_DATA_KEYS))
+            unknown = sorted(set(data) - set(_DATA_KEYS) - set(_DENSE_KEYS))
             if unknown:
                 raise ValueError(
-                    f"data: expected the keys {', '.join(_DATA_KEYS)}, got also {', '.join(unknown)}"
+                    f"data: expected the keys {', '.join(_DATA_KEYS)}, got also {', '.join(unknown)} "
+                    f"({' and '.join(_DENSE_KEYS)} are accepted too)"
                 )
             if "images" not in data:
                 raise ValueError(f"data: expected an 'images' key, got keys {sorted(data)}")
@@ -399,6 +647,9 @@ class _MixLayer(keras.layers.Layer):
         if not training:
             return data if isinstance(data, dict) or labels is None else (images, labels)
         _check_images(images, self.data_format)
+        dense = _dense_inputs(data)
+        if dense:
+            return self._dense_call(images, labels, images2, labels2, dense)
         _check_pair(images, labels, images2, labels2)
         if images2 is not None:
             _check_images(images2, self.data_format, "images2")
@@ -408,13 +659,82 @@ class _MixLayer(keras.layers.Layer):
             mixed, targets = self._keras_call(images, labels, images2, labels2)
         return self._pack(data, mixed, targets)
 
-    def _pack(self, data: Any, mixed: Any, targets: Any) -> Any:
+    def _pack(self, data: Any, mixed: Any, targets: Any, dense: dict[str, Any] | None = None) -> Any:
         if isinstance(data, dict):
             out = {"images": mixed}
             if targets is not None:
                 out["labels"] = targets
+            out.update(dense or {})
             return out
         return mixed if targets is None else (mixed, targets)
+
+    # -- segmentation masks and bounding boxes ------------------------------------------------
+
+    def _refuse_dense(self, dense: dict[str, Any]) -> None:
+        """Raises where this layer cannot carry ``dense`` (overridden by MixUp, CutMixOrMixUp)."""
+
+    def _dense_call(self, images: Any, labels: Any, images2: Any, labels2: Any, dense: dict[str, Any]) -> Any:
+        """The dict call with ``segmentation_masks`` and/or ``bounding_boxes``: the same dict back, masks
+        and boxes mixed with the parameters that mixed the images."""
+        if images2 is not None or labels2 is not None:
+            raise ValueError(
+                "images2: expected no second batch with segmentation_masks or bounding_boxes, got one "
+                "(the batch is mixed with its own partners)"
+            )
+        self._refuse_dense(dense)
+        masks, bounding_boxes = dense.get("segmentation_masks"), dense.get("bounding_boxes")
+        channel_axis = None if masks is None else _mask_layout(masks, images, self.data_format)
+        boxes = box_labels = None
+        if bounding_boxes is not None:
+            boxes, box_labels = _box_parts(bounding_boxes, images, self.data_format)
+        if self._use_torch_op(images):
+            if boxes is not None:
+                _check_box_values(boxes, box_labels, images, self.data_format)
+            mixed, targets, masks_out, boxes_out = self._torch_dense_call(
+                images, labels, masks, boxes, box_labels
+            )
+        else:
+            params = self._draw(images, False)
+            mixed, targets = self._keras_call(images, labels, None, None, params=params)
+            masks_out = None
+            if masks is not None:
+                fill = getattr(self, "mask_fill", None) if self.kind == "cutout" else None
+                masks_out = _mix_masks_keras(masks, channel_axis, params, fill)
+            boxes_out = None
+            if boxes is not None:
+                boxes_out = _mix_boxes_keras(self.kind, boxes, box_labels, params, self._min_visibility())
+        out: dict[str, Any] = {}
+        if masks_out is not None:
+            out["segmentation_masks"] = masks_out
+        if boxes_out is not None:
+            # Keras' form, {"boxes", "labels"}; MixUp adds each box's weight (λ or 1 − λ, 0 for padding).
+            keys = ("boxes", "labels", "weights") if self.kind == "mixup" else ("boxes", "labels")
+            out["bounding_boxes"] = {key: boxes_out[key] for key in keys}
+        return self._pack({}, mixed, targets, out)
+
+    def _min_visibility(self) -> float:
+        return getattr(self, "min_visibility", MIN_VISIBILITY)
+
+    def _torch_dense_call(
+        self, images: Any, labels: Any, masks: Any, boxes: Any, box_labels: Any
+    ) -> tuple[Any, Any, Any, Any]:
+        if self._torch_op is None:
+            self._torch_op = self._make_torch_op()
+        result = list(self._torch_op(images, labels, masks=masks, boxes=boxes, box_labels=box_labels))
+        mixed, targets = result[0], result[1]
+        masks_out = result[2] if masks is not None else None
+        boxes_out = None
+        if boxes is not None:
+            mixed_boxes = result[3 if masks is not None else 2]
+            boxes_out = {
+                "boxes": mixed_boxes.boxes,
+                "labels": mixed_boxes.labels,
+                "weights": mixed_boxes.weights,
+            }
+        return mixed, targets, masks_out, boxes_out
+
+    def _draw(self, images: Any, paired: bool) -> dict[str, Any]:
+        raise NotImplementedError
 
     def compute_output_spec(
         self, data: Any, labels: Any = None, images2: Any = None, labels2: Any = None, training: bool = True
@@ -427,7 +747,20 @@ class _MixLayer(keras.layers.Layer):
         if labels is not None:
             classes = self.num_classes if _rank(labels) == 1 else labels.shape[-1]
             targets = keras.KerasTensor((labels.shape[0], classes), dtype="float32")
-        return self._pack(data, mixed, targets)
+        dense = {}
+        for key, value in _dense_inputs(data).items():
+            if key == "segmentation_masks":
+                dense[key] = keras.KerasTensor(value.shape, dtype=value.dtype)
+                continue
+            boxes, box_labels = value["boxes"], value["labels"]
+            count = boxes.shape[1] if self.kind == "cutout" or boxes.shape[1] is None else 2 * boxes.shape[1]
+            dense[key] = {
+                "boxes": keras.KerasTensor((boxes.shape[0], count, 4), dtype=boxes.dtype),
+                "labels": keras.KerasTensor((box_labels.shape[0], count), dtype=box_labels.dtype),
+            }
+            if self.kind == "mixup":
+                dense[key]["weights"] = keras.KerasTensor((box_labels.shape[0], count), dtype="float32")
+        return self._pack(data, mixed, targets, dense)
 
     # -- the two implementations ----------------------------------------------------------------
 
@@ -464,7 +797,9 @@ class _MixLayer(keras.layers.Layer):
             return self._torch_op(images, labels)[0], None
         return self._torch_op(images, labels, images2, labels2)
 
-    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+    def _keras_call(
+        self, images: Any, labels: Any, images2: Any, labels2: Any, params: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
         raise NotImplementedError
 
     def _targets(self, labels: Any, labels2: Any) -> tuple[Any, Any]:
@@ -482,7 +817,7 @@ class _MixLayer(keras.layers.Layer):
         config = super().get_config()
         config.update(
             num_classes=self.num_classes, label_smoothing=self.label_smoothing,
-            data_format=self.data_format, seed=self.seed,
+            data_format=self.data_format, seed=self.seed, bounding_box_format=self.bounding_box_format,
         )  # fmt: skip
         return config
 
@@ -504,7 +839,12 @@ class CutMix(_MixLayer):
         data_format: ``"channels_last"`` or ``"channels_first"``; default
             ``keras.config.image_data_format()``.
         seed: an int for a reproducible layer, as Keras' random layers take it.
+        min_visibility: a ``bounding_boxes`` box is kept when at least this share of its area is
+            still visible (own boxes) or pasted (partner boxes); see :mod:`cutmix.ops.dense`.
+        bounding_box_format: only ``"xyxy"`` (pixels), as Keras' default.
     """
+
+    kind = "cutmix"
 
     def __init__(
         self,
@@ -516,6 +856,8 @@ class CutMix(_MixLayer):
         box: str = "center",
         data_format: str | None = None,
         seed: int | None = None,
+        *,
+        min_visibility: float = MIN_VISIBILITY,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
@@ -523,13 +865,14 @@ class CutMix(_MixLayer):
         self.p = _check_p(p)
         self.partner = _check_choice("partner", partner, PARTNERS)
         self.box = _check_choice("box", box, BOXES)
+        self.min_visibility = _check_min_visibility(min_visibility)
 
     def _make_torch_op(self) -> Any:
         from cutmix.ops import CutMix as TorchCutMix
 
         return TorchCutMix(
             self.alpha, self.p, self.num_classes, self.label_smoothing, self.partner, self.box,
-            self.data_format, self._torch_generator(),
+            self.data_format, self._torch_generator(), min_visibility=self.min_visibility,
         )  # fmt: skip
 
     def _draw(self, images: Any, paired: bool) -> dict[str, Any]:
@@ -537,16 +880,20 @@ class CutMix(_MixLayer):
         partner = None if paired else self.partner
         return _box_params(batch, height, width, self.alpha, self.p, partner, self.box, self.seed_generator)
 
-    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+    def _keras_call(
+        self, images: Any, labels: Any, images2: Any, labels2: Any, params: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
         targets, targets2 = self._targets(labels, labels2)
-        params = self._draw(images, images2 is not None)
+        if params is None:  # given when masks or boxes are mixed with the same draw
+            params = self._draw(images, images2 is not None)
         mask = _box_mask(params, self.data_format)
         mixed = ops.where(mask, _partner_images(images, images2, params), images)
         return mixed, None if targets is None else _mix_targets(targets, targets2, params)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(alpha=self.alpha, p=self.p, partner=self.partner, box=self.box)
+        config.update(alpha=self.alpha, p=self.p, partner=self.partner, box=self.box,
+                      min_visibility=self.min_visibility)  # fmt: skip
         return config
 
 
@@ -554,9 +901,14 @@ class CutMix(_MixLayer):
 class MixUp(_MixLayer):
     """Per-sample MixUp (Zhang et al., 2018): ``λ·x + (1−λ)·x_partner``, targets likewise.
 
-    Same arguments as :class:`CutMix`, without ``box``. Integer images are blended in float32 and
-    rounded to the nearest integer (their targets carry the exact λ).
+    Same arguments as :class:`CutMix`, without ``box`` and ``min_visibility``. Integer images are
+    blended in float32 and rounded to the nearest integer (their targets carry the exact λ).
+    ``bounding_boxes`` come back as both images' boxes with a ``"weights"`` key (λ or 1 − λ, 0 for
+    padding); ``segmentation_masks`` are refused (a blended pixel has two classes: use the torch op's
+    ``MixedMasks`` and ``mask_cross_entropy``).
     """
+
+    kind = "mixup"
 
     def __init__(
         self,
@@ -582,14 +934,28 @@ class MixUp(_MixLayer):
             self._torch_generator(),
         )  # fmt: skip
 
-    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
-        targets, targets2 = self._targets(labels, labels2)
+    def _draw(self, images: Any, paired: bool) -> dict[str, Any]:
         batch = ops.shape(images)[0]
         uniforms, partners, applied = _draw_common(
-            batch, self.p, None if images2 is not None else self.partner, self.seed_generator
+            batch, self.p, None if paired else self.partner, self.seed_generator
         )
         lam = _beta(self.alpha, batch, uniforms[:, 3], self.seed_generator)
-        params = {"partner": partners, "weight": ops.where(applied, lam, ops.ones_like(lam))}
+        return {"partner": partners, "weight": ops.where(applied, lam, ops.ones_like(lam))}
+
+    def _refuse_dense(self, dense: dict[str, Any]) -> None:
+        if "segmentation_masks" in dense:
+            raise ValueError(
+                "segmentation_masks: expected no masks with MixUp, got masks: a blended pixel belongs to two "
+                "classes, so one mask cannot describe it (use CutMix or Cutout, or the torch op "
+                "cutmix.ops.MixUp(masks=...), whose MixedMasks go to cutmix.ops.mask_cross_entropy)"
+            )
+
+    def _keras_call(
+        self, images: Any, labels: Any, images2: Any, labels2: Any, params: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
+        targets, targets2 = self._targets(labels, labels2)
+        if params is None:
+            params = self._draw(images, images2 is not None)
         mixed = _blend(images, _partner_images(images, images2, params), params["weight"])
         return mixed, None if targets is None else _mix_targets(targets, targets2, params)
 
@@ -603,7 +969,11 @@ class MixUp(_MixLayer):
 class Cutout(_MixLayer):
     """Per-sample Cutout (DeVries & Taylor, 2017): fills a ``size`` square (or (h, w)) centred
     uniformly over the image, clipped to it, with ``fill``. Labels are only turned into (smoothed)
-    float32 targets; a second batch, if given, is ignored."""
+    float32 targets; a second batch, if given, is ignored. ``segmentation_masks`` get ``mask_fill``
+    (default 255, the usual ignore index) in the hole; ``bounding_boxes`` are cut by the hole as
+    :class:`CutMix` cuts them (``min_visibility``)."""
+
+    kind = "cutout"
 
     def __init__(
         self,
@@ -614,9 +984,14 @@ class Cutout(_MixLayer):
         fill: float = 0.0,
         data_format: str | None = None,
         seed: int | None = None,
+        *,
+        mask_fill: int = MASK_FILL,
+        min_visibility: float = MIN_VISIBILITY,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
+        self.mask_fill = _check_mask_fill(mask_fill)
+        self.min_visibility = _check_min_visibility(min_visibility)
         self.size = _check_cutout_size(tuple(size) if isinstance(size, list) else size)
         self.p = _check_p(p)
         if isinstance(fill, bool) or not isinstance(fill, int | float) or not math.isfinite(fill):
@@ -628,20 +1003,27 @@ class Cutout(_MixLayer):
 
         return TorchCutout(
             self.size, self.p, self.num_classes, self.label_smoothing, self.fill, self.data_format,
-            self._torch_generator(),
+            self._torch_generator(), mask_fill=self.mask_fill, min_visibility=self.min_visibility,
         )  # fmt: skip
 
-    def _keras_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
-        targets, _ = self._targets(labels, None)
+    def _draw(self, images: Any, paired: bool) -> dict[str, Any]:
         batch, height, width = _spatial(images, self.data_format)
-        params = _cutout_params(batch, height, width, self.size, self.p, self.seed_generator)
+        return _cutout_params(batch, height, width, self.size, self.p, self.seed_generator)
+
+    def _keras_call(
+        self, images: Any, labels: Any, images2: Any, labels2: Any, params: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
+        targets, _ = self._targets(labels, None)
+        if params is None:
+            params = self._draw(images, False)
         fill = ops.cast(self.fill, images.dtype)
         mixed = ops.where(_box_mask(params, self.data_format), fill, images)
         return mixed, targets
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(size=list(self.size), p=self.p, fill=self.fill)
+        config.update(size=list(self.size), p=self.p, fill=self.fill, mask_fill=self.mask_fill,
+                      min_visibility=self.min_visibility)  # fmt: skip
         return config
 
 
@@ -690,6 +1072,13 @@ class CutMixOrMixUp(_MixLayer):
         use = super()._use_torch_op(images)
         self.cutmix._prefer_torch_op = self.mixup._prefer_torch_op = self._prefer_torch_op
         return use
+
+    def _refuse_dense(self, dense: dict[str, Any]) -> None:
+        keys = " and ".join(dense)
+        raise ValueError(
+            f"{keys}: expected none with CutMixOrMixUp, got {keys} (the two layers return different "
+            "forms for them; call its cutmix layer, or MixUp for boxes only)"
+        )
 
     def _torch_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
         import torch
