@@ -9,6 +9,8 @@ Each backend runs in its own process (Keras fixes the backend at import). Both l
 eagerly on backend tensors, ``layer({"images": x, "labels": one_hot})``, as a data pipeline would;
 their timings alternate round by round so that a busy machine slows both alike, and each figure is
 the median over the rounds. Goal (issue 12): ours >= 10x keras.layers.CutMix at 32x32 on torch.
+The masks rows (issue 13) do the same with uint8 ``segmentation_masks`` (B, H, W, 1) in the dict,
+which both layers mix with the images' boxes.
 """
 
 from __future__ import annotations
@@ -37,25 +39,36 @@ def worker(sizes: list[int], batch: int, rounds: int, seconds: float) -> dict:
     rng = np.random.default_rng(0)
     labels = keras.ops.convert_to_tensor(np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)])
     layers = {"ours": CutMix(alpha=1.0, seed=0), "keras": keras.layers.CutMix(seed=0)}
-    result: dict = {"backend": keras.config.backend(), "keras": keras.__version__, "rates": {}}
+    result: dict = {"backend": keras.config.backend(), "keras": keras.__version__, "rates": {}, "masks": {}}
     for size in sizes:
         images = keras.ops.convert_to_tensor(rng.random((batch, size, size, 3), dtype=np.float32))
         data = {"images": images, "labels": labels}
-        timings: dict[str, list[float]] = {name: [] for name in layers}
-        for layer in layers.values():  # warm-up (first-call tracing, allocations)
-            for _ in range(2):
-                keras.ops.convert_to_numpy(layer(data)["labels"])
-        for _ in range(rounds):
-            for name, layer in layers.items():
-                count, start = 0, time.perf_counter()
-                while count == 0 or time.perf_counter() - start < seconds:
-                    out = layer(data)
-                    count += batch
-                keras.ops.convert_to_numpy(out["labels"][:1])  # wait for asynchronous backends
-                timings[name].append(count / (time.perf_counter() - start))
-        result["rates"][str(size)] = {name: statistics.median(values) for name, values in timings.items()}
+        result["rates"][str(size)] = time_layers(layers, data, batch, rounds, seconds)
+        masks = keras.ops.convert_to_tensor(rng.integers(0, 21, (batch, size, size, 1), dtype=np.uint8))
+        result["masks"][str(size)] = time_layers(
+            layers, {**data, "segmentation_masks": masks}, batch, rounds, seconds
+        )
     result["weights"] = {name: weight_gap(layer) for name, layer in layers.items()}
     return result
+
+
+def time_layers(layers: dict, data: dict, batch: int, rounds: int, seconds: float) -> dict[str, float]:
+    """Median images/s of each layer on ``data``, the layers alternating round by round."""
+    import keras
+
+    timings: dict[str, list[float]] = {name: [] for name in layers}
+    for layer in layers.values():  # warm-up (first-call tracing, allocations)
+        for _ in range(2):
+            keras.ops.convert_to_numpy(layer(data)["labels"])
+    for _ in range(rounds):
+        for name, layer in layers.items():
+            count, start = 0, time.perf_counter()
+            while count == 0 or time.perf_counter() - start < seconds:
+                out = layer(data)
+                count += batch
+            keras.ops.convert_to_numpy(out["labels"][:1])  # wait for asynchronous backends
+            timings[name].append(count / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in timings.items()}
 
 
 def weight_gap(layer) -> dict:
@@ -131,6 +144,14 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for result in results:
         for size, rates in result["rates"].items():
+            ratio = rates["ours"] / rates["keras"]
+            print(f"| {result['backend']} (Keras {result['keras']}) | {size}x{size} | {rates['ours']:,.0f} | "
+                  f"{rates['keras']:,.0f} | {ratio:.1f}x |")  # fmt: skip
+    print(f"\nwith uint8 segmentation_masks (B, H, W, 1) in the dict, batch {args.batch}, images/s\n")
+    print("| backend | size | cutmix.keras.CutMix | keras.layers.CutMix | ratio |")
+    print("|---|---|---|---|---|")
+    for result in results:
+        for size, rates in result["masks"].items():
             ratio = rates["ours"] / rates["keras"]
             print(f"| {result['backend']} (Keras {result['keras']}) | {size}x{size} | {rates['ours']:,.0f} | "
                   f"{rates['keras']:,.0f} | {ratio:.1f}x |")  # fmt: skip
