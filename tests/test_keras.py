@@ -488,6 +488,25 @@ if keras.config.backend() == "tensorflow":
     data = tf.data.Dataset.from_tensor_slices({"images": images, "labels": labels}).batch(4)
     for batch in data.map(CutMix(num_classes=B, seed=1)):
         assert set(batch) == {"images", "labels"}
+# 4. masks and boxes through the keras.ops path: the mask changes exactly where the image does, and
+# a box covering the whole image keeps what is left of it (own) or what was pasted (partner).
+layer = CutMix(num_classes=B, seed=6)
+masks = images[..., :1].copy()
+whole = np.tile(np.array([[[0.0, 0.0, W, H]]], "float32"), (B, 1, 1))
+boxes = {"boxes": whole, "labels": np.arange(B, dtype="int32")[:, None]}
+for _ in range(3):
+    out = layer({"images": images, "labels": labels, "segmentation_masks": masks, "bounding_boxes": boxes})
+    mixed = np.asarray(ops.convert_to_numpy(out["images"]))
+    mixed_masks = np.asarray(ops.convert_to_numpy(out["segmentation_masks"]))
+    assert mixed_masks.shape == masks.shape and mixed_masks.dtype == np.uint8
+    assert np.array_equal(mixed_masks[..., 0], mixed[..., 0])
+    kept = np.asarray(ops.convert_to_numpy(out["bounding_boxes"]["labels"]))
+    assert kept.shape == (B, 2)
+    for i in range(B):
+        pasted = (mixed[i, :, :, 0] != i).mean()
+        expect = {i} if pasted < 0.25 else ({int(mixed[i][mixed[i, :, :, 0] != i][0, 0])} if pasted > 0.75 else None)
+        if expect is not None and pasted not in (0.0, 1.0):
+            assert set(kept[i][kept[i] >= 0].tolist()) >= expect, (i, pasted, kept[i])
 print("BACKEND OK", keras.config.backend())
 """
 
