@@ -197,8 +197,16 @@ def run_in_processes(
 ) -> list[Failure]:
     """Trains every task in a child process, at most ``jobs`` at once, in order; returns the
     failures (the other tasks go on). ``bar``: a tqdm bar counting epochs of the whole plan, with a
-    line per running child below it. ``gpus``: CUDA_VISIBLE_DEVICES entries handed out per slot."""
-    say = on_message or (lambda text: print(text, file=sys.stderr))
+    line per running child below it. ``gpus``: CUDA_VISIBLE_DEVICES entries handed out per slot.
+    ``on_message``: called with a line as each run finishes or fails (default: failures to stderr)."""
+
+    # Failures are always told (on stderr without on_message); "finished" only to on_message (quiet).
+    def say(text: str, failure: bool = False) -> None:
+        if on_message is not None:
+            on_message(text)
+        elif failure:
+            print(text, file=sys.stderr)
+
     pending = deque(tasks)
     running: list[_Running] = []
     failures: list[Failure] = []
@@ -228,7 +236,7 @@ def run_in_processes(
                     tail = _tail(child.task.run_dir / LOG_NAME)
                     failure = Failure(child.task, code if code != 0 else 1, tail)
                     failures.append(failure)
-                    say(failure.describe())
+                    say(failure.describe(), failure=True)
     except BaseException:  # Ctrl-C (KeyboardInterrupt), or an error in this loop: stop every child
         _stop(running)
         raise
