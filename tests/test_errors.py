@@ -66,3 +66,18 @@ def test_options_out_of_range_for_the_data_are_usage_errors(tmp_path):
 def test_a_bad_data_spec_is_a_one_line_error(tmp_path, spec):
     code, _, stderr = run_main(["preview", "--data", spec, "--out", str(tmp_path / "p.png")])
     assert code == 2 and len(stderr.splitlines()) == 1 and spec in stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # The ResNet is the CIFAR model: a 64x64 data set is refused up front, not deep in the model.
+        (["train", "--data", "synthetic-seg:64", "--epochs", "1", "--device", "cpu", "--quiet"],
+         "--data: expected 32x32 images for the CIFAR ResNet, got 64x64: synthetic-seg:64"),
+        (["preview", "--data", "synthetic-seg:5", "--mix", "cutmix"],
+         "--data: expected at least 9 training images for the preview, got 5"),
+    ],
+)
+def test_data_the_command_cannot_use_is_a_one_line_error(tmp_path, argv, message):
+    code, _, stderr = run_main([*argv, "--out", str(tmp_path / "out")])
+    assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr

@@ -42,7 +42,7 @@ from cutmix.jobs import (
 )
 from cutmix.models import resnet_v1
 from cutmix.runinfo import atomic_torch_save, atomic_write_json, environment
-from cutmix.train import _seeded, setup_distributed, train
+from cutmix.train import _seeded, load_data_main_first, setup_distributed, train
 
 RUN_RECORD = "compare-run.json"
 # Not part of a run's identity: the path of the shared init file depends on where --out is given
@@ -173,7 +173,6 @@ def compare(
     do not depend on ``jobs``. Raises :class:`cutmix.jobs.RunsFailedError` when a child run fails
     (the others finish first; no report is written).
     """
-    from cutmix.data import load_dataset
     from cutmix.preview import write_preview
     from cutmix.report import is_cifar10_like, load_run, write_report
 
@@ -181,7 +180,8 @@ def compare(
         raise UsageError("--seeds: expected at least one seed, got none")
     out = Path(out)
     dist_info, device = setup_distributed(base.device)
-    jobs = default_jobs(base.device) if jobs is None else jobs
+    if jobs is None:  # under torchrun the processes share each run: one at a time
+        jobs = 1 if dist_info.enabled else default_jobs(base.device)
     if jobs < 1:
         raise UsageError(f"--jobs: expected an integer >= 1, got {jobs}")
     if threads is not None and threads < 1:
@@ -189,7 +189,7 @@ def compare(
     if jobs > 1 and dist_info.enabled:
         raise UsageError(f"--jobs: expected 1 under torchrun (its processes share each run), got {jobs}")
     arm_configs(base, arms, seeds)  # a bad option is refused before any data is loaded
-    dataset = load_dataset(base.data, progress=progress and dist_info.is_main)
+    dataset = load_data_main_first(base.data, dist_info, progress=progress and dist_info.is_main)
     runs = plan(base, arms, seeds, out)
     differing = [r for r in runs if r.state == "differs"]
     if differing and not force:

@@ -688,7 +688,9 @@ class _MixLayer(keras.layers.Layer):
         if bounding_boxes is not None:
             boxes, box_labels = _box_parts(bounding_boxes, images, self.data_format)
         if self._use_torch_op(images):
-            if boxes is not None:
+            # Names Keras' keys in its messages; on an accelerator only the torch op checks (without
+            # waiting for the device).
+            if boxes is not None and images.device.type == "cpu":
                 _check_box_values(boxes, box_labels, images, self.data_format)
             mixed, targets, masks_out, boxes_out = self._torch_dense_call(
                 images, labels, masks, boxes, box_labels

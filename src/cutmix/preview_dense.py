@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cutmix.data.segmentation import SegmentationDataset
+from cutmix.errors import DataError
 from cutmix.ops import CutMix, Cutout, MixedMasks, MixUp
 from cutmix.ops.dense import MASK_FILL
 from cutmix.runinfo import atomic_save_figure
@@ -176,7 +177,7 @@ def seg_preview_rows(
     count = GRID * GRID
     n = len(dataset.train_images)
     if n < count:
-        raise ValueError(f"expected at least {count} training images for the preview, got {n}")
+        raise DataError(f"--data: expected at least {count} training images for the preview, got {n}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)
     partners = order[count : 2 * count] if n >= 2 * count else rng.permutation(n)[:count]

@@ -9,6 +9,7 @@ initial weights, shared by every arm of a comparison), ``metrics.jsonl`` (one li
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import math
@@ -48,6 +49,7 @@ from cutmix.runinfo import atomic_torch_save, atomic_write_json, environment
 
 # CIFAR-10 training-set channel statistics, in [0, 1] units (used when normalize=True).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+DIST_TIMEOUT = datetime.timedelta(hours=2)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
@@ -81,7 +83,9 @@ def setup_distributed(device: str) -> tuple[Distributed, torch.device]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.device(device).type == "cuda"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # Rank 0 alone downloads or decodes the data while the others wait in a collective
+        # (load_data_main_first): give it longer than NCCL's default of 10 minutes.
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=DIST_TIMEOUT)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         target = torch.device("cuda", local_rank)
@@ -114,6 +118,13 @@ def load_data_main_first(spec: str, dist_info: Distributed, progress: bool = Tru
         users_fault, message = outcome[0]
         raise (DataError if users_fault else RuntimeError)(f"--data: rank 0 could not load it: {message}")
     return load_dataset(spec, progress=False)
+
+
+def check_image_size(dataset: Dataset, spec: str) -> None:
+    """The ResNet is the Keras example's CIFAR model: 32x32 inputs (its pooling expects 8x8 maps)."""
+    if tuple(dataset.image_shape[:2]) != (32, 32):
+        height, width = dataset.image_shape[:2]
+        raise DataError(f"--data: expected 32x32 images for the CIFAR ResNet, got {height}x{width}: {spec}")
 
 
 def broadcast_buffers(model: nn.Module, dist_info: Distributed) -> None:
@@ -427,6 +438,7 @@ def train(
 
     # Data: the whole split on the device; the validation split held out of train by count.
     dataset = load_data_main_first(config.data, dist_info, progress=progress and dist_info.is_main)
+    check_image_size(dataset, config.data)
     num_classes = len(dataset.classes)
     train_images, train_labels = dataset.train_images, dataset.train_labels
     val_loader = None

@@ -20,7 +20,15 @@ from cutmix.config import (  # noqa: F401 - RECIPE_HELP re-exported for cutmix.c
     config_from_options,
 )
 from cutmix.errors import DataError, UsageError
-from cutmix.train import CIFAR10_MEAN, CIFAR10_STD, evaluate, load_checkpoint, match_classes, train
+from cutmix.train import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    check_image_size,
+    evaluate,
+    load_checkpoint,
+    match_classes,
+    train,
+)
 
 
 def add_train_options(parser: argparse.ArgumentParser, exclude: Collection[str] = RUN_OPTIONS) -> None:
@@ -77,6 +85,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, config = _model_from_checkpoint(args.checkpoint, device)
     data = args.data or config.data
     dataset = load_dataset(data, progress=not args.quiet)
+    check_image_size(dataset, data)
     # Labels are scored against the checkpoint's outputs by class name, not by folder position.
     saved_classes = load_checkpoint(args.checkpoint).get("classes")
     num_outputs = model.fc.out_features

@@ -86,7 +86,7 @@ def load_dataset(
     base, _, arg = text.partition(":")
     if base.lower() == SEG_NAME:  # generated shapes with masks and boxes (cutmix.data.segmentation)
         if resize is not None:
-            raise ValueError(f"resize applies to image folders only, not to {text!r}")
+            raise DataError(f"resize applies to image folders only, not to {text!r}")
         return load_synthetic_seg(text, seed=seed)
     named = base.lower() == "synthetic" or text.lower() in _FORMATS_BY_NAME
     if named and resize is not None:

@@ -568,7 +568,8 @@ def mix_dense(
             raise ValueError("labels2: expected None like labels, got a tensor")
         # Placeholder targets, mixed and thrown away, so the image path stays the one path.
         batch = images.shape[0] if isinstance(images, Tensor) and images.ndim else 0
-        labels = torch.zeros(batch, op.num_classes or 1)
+        device = images.device if isinstance(images, Tensor) else None
+        labels = torch.zeros(batch, op.num_classes or 1, device=device)
         labels2 = None if images2 is None else labels
         no_targets = True
     else:
