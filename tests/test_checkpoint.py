@@ -190,3 +190,54 @@ def test_predict_refuses_class_names_that_are_not_the_checkpoints(tree_run, tmp_
     torch.save(older, tmp_path / "older.pt")
     assert main(["predict", "--checkpoint", str(tmp_path / "older.pt"), "--classes", "a,b", str(image)]) == 2
     assert "expected 3 names (the checkpoint's outputs), got 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("top_k", ["0", "-2"])
+def test_predict_refuses_a_top_k_below_one(tree_run, tmp_path, capsys, top_k):
+    _, _, checkpoint_path = tree_run
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(checkpoint_path), "--top-k", top_k, str(image)]) == 2
+    assert f"--top-k: expected a positive number of classes to show, got {top_k}" in capsys.readouterr().err
+
+
+def test_predict_refuses_empty_class_names(tree_run, tmp_path, capsys):
+    _, _, checkpoint_path = tree_run
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(checkpoint_path), "--classes", "ant,,cat", str(image)]) == 2
+    assert "--classes: expected comma-separated non-empty names, got 'ant,,cat'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["unknown config field", "weights of another model"])
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_checkpoint_this_version_cannot_load_is_one_line(tree_run, tmp_path, capsys, damage, command):
+    tmp, tree, checkpoint_path = tree_run
+    checkpoint = load_checkpoint(checkpoint_path)
+    if damage == "unknown config field":
+        checkpoint["config"]["from_a_newer_version"] = 1
+    else:
+        checkpoint["model"] = {"fc.weight": torch.zeros(3, 7), "other.weight": torch.zeros(2)}
+    torch.save(checkpoint, tmp_path / "odd.pt")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    rest = ["--data", str(tree), "--device", "cpu", "--quiet"] if command == "evaluate" else [str(image)]
+    assert main([command, "--checkpoint", str(tmp_path / "odd.pt"), *rest]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'odd.pt'} holds a config or weights this version cannot load" in err
+    assert "Traceback" not in err
+
+
+def test_evaluate_and_predict_read_the_checkpoint_once(tree_run, tmp_path, capsys, monkeypatch):
+    import cutmix.train_cli as train_cli
+
+    tmp, tree, checkpoint_path = tree_run
+    monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp / "cache"))
+    reads = []
+    monkeypatch.setattr(train_cli, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path))
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    assert main(["evaluate", "--checkpoint", str(checkpoint_path), "--data", str(tree), "--quiet"]) == 0
+    assert main(["predict", "--checkpoint", str(checkpoint_path), "--classes", "ant,bee,cat", str(image)]) == 0
+    assert main(["predict", "--checkpoint", str(checkpoint_path), str(image)]) == 0
+    assert reads == [str(checkpoint_path)] * 3

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Collection
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -64,17 +64,34 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_from_checkpoint(path: str, device: torch.device):
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint's model (on ``device``, in eval mode), its config and the class names it holds."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    classes: list[str] | None
+
+
+def load_model(path: str, device: torch.device) -> LoadedCheckpoint:
+    """Reads the checkpoint at ``path`` once; a file that is not a cutmix checkpoint is a DataError."""
     from cutmix.models import resnet_v1
 
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise DataError(f"--checkpoint: {path} is not a cutmix checkpoint (no model and config)")
-    config = TrainConfig(**checkpoint["config"])
-    num_classes = checkpoint["model"]["fc.weight"].shape[0]
-    model = resnet_v1(config.depth, num_classes)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), config
+    try:
+        config = TrainConfig(**checkpoint["config"])
+        model = resnet_v1(config.depth, checkpoint["model"]["fc.weight"].shape[0])
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, KeyError, AttributeError, IndexError, RuntimeError, ValueError) as exc:
+        # Another version's config fields, or weights of another model: refused, not half-loaded.
+        raise DataError(
+            f"--checkpoint: {path} holds a config or weights this version cannot load "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    classes = checkpoint.get("classes")
+    return LoadedCheckpoint(model.to(device).eval(), config, list(classes) if classes else None)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -82,12 +99,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     check_device(args.device or "auto")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, config = _model_from_checkpoint(args.checkpoint, device)
+    loaded = load_model(args.checkpoint, device)
+    model, config = loaded.model, loaded.config
     data = args.data or config.data
     dataset = load_dataset(data, progress=not args.quiet)
     check_image_size(dataset, data)
     # Labels are scored against the checkpoint's outputs by class name, not by folder position.
-    saved_classes = load_checkpoint(args.checkpoint).get("classes")
+    saved_classes = loaded.classes
     num_outputs = model.fc.out_features
     remap = match_classes(saved_classes, dataset.classes, num_outputs, data)
     labels, classes = dataset.test_labels, list(dataset.classes)
@@ -122,24 +140,31 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_classes(path: str, config: TrainConfig) -> list[str]:
-    """Class names stored in the checkpoint, or (older checkpoints) those of its dataset."""
-    classes = load_checkpoint(path).get("classes")
-    if classes:
-        return list(classes)
+def _dataset_classes(config: TrainConfig, num_outputs: int) -> list[str]:
+    """The class names of an older checkpoint (which holds none): those of the data set it names."""
     from cutmix.data import load_dataset
 
-    return load_dataset(config.data, progress=False).classes
+    classes = list(load_dataset(config.data, progress=False).classes)
+    if len(classes) != num_outputs:
+        raise DataError(
+            f"--checkpoint holds no class names and its data set {config.data} has {len(classes)} "
+            f"classes for {num_outputs} outputs; name them with --classes"
+        )
+    return classes
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    device = torch.device("cpu")
-    model, config = _model_from_checkpoint(args.checkpoint, device)
+    if args.top_k < 1:
+        raise UsageError(f"--top-k: expected a positive number of classes to show, got {args.top_k}")
+    loaded = load_model(args.checkpoint, torch.device("cpu"))
+    model, config = loaded.model, loaded.config
     if args.classes:
-        classes = args.classes.split(",")
-        saved = load_checkpoint(args.checkpoint).get("classes")
+        classes = [name.strip() for name in args.classes.split(",")]
+        if not all(classes):
+            raise UsageError(f"--classes: expected comma-separated non-empty names, got {args.classes!r}")
+        saved = loaded.classes
         # --classes names the outputs of an older checkpoint that holds no names; names held by the
         # checkpoint are what it was trained on, so other names (or another order) would mislabel.
         if saved and classes != list(saved):
@@ -150,7 +175,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 f"got {len(classes)}: {classes}"
             )
     else:
-        classes = _checkpoint_classes(args.checkpoint, config)
+        classes = loaded.classes or _dataset_classes(config, model.fc.out_features)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if config.normalize else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     for path in args.images:
         try:
