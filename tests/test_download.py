@@ -128,6 +128,15 @@ def test_connection_refused_fails_fast(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_a_failed_download_is_an_os_error_with_the_message_as_its_text(tmp_path: Path) -> None:
+    # cli.main prints OSError as one line; the text must be the message alone, as for any OSError.
+    url = f"http://127.0.0.1:{closed_port()}/f.bin"
+    with pytest.raises(OSError) as info:
+        download_file(url, tmp_path / "f.bin", PAYLOAD_MD5, progress=False)
+    assert isinstance(info.value, DownloadError)
+    assert str(info.value).startswith(f"cannot reach {url}: ")
+
+
 @pytest.mark.timeout(30)
 def test_silent_server_times_out(tmp_path: Path) -> None:
     # The kernel completes the handshake for a listening socket that never accepts or answers.

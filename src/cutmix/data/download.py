@@ -23,8 +23,11 @@ __all__ = ["DownloadError", "download_file", "md5sum"]
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
-    """A download that failed; nothing was left on disk."""
+class DownloadError(OSError):
+    """A download that failed; nothing was left on disk.
+
+    An ``OSError``, as a failed read of a local file is: ``cutmix`` prints it as one line, and callers
+    that already handle I/O failures handle this one too."""
 
 
 def md5sum(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
