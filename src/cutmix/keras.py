@@ -42,7 +42,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 if not keras.__version__.startswith("3."):  # pragma: no cover - depends on the environment
     raise ImportError(f"cutmix.keras needs Keras 3, got Keras {keras.__version__}")
 
-from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, _check_min_visibility
+from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, _check_min_visibility, mask_channel_dim
 from cutmix.ops.params import (
     BOXES,
     DATA_FORMATS,
@@ -334,21 +334,7 @@ def _mask_layout(masks: Any, images: Any, data_format: str) -> int | None:
         raise ValueError(
             f"segmentation_masks: expected integer class ids (e.g. uint8, int32), got dtype {dtype}"
         )
-    if data_format == "channels_first":
-        batch, height, width = images.shape[0], images.shape[2], images.shape[3]
-        plain, channel, axis = (batch, height, width), (batch, 1, height, width), 1
-    else:
-        batch, height, width = images.shape[0], images.shape[1], images.shape[2]
-        plain, channel, axis = (batch, height, width), (batch, height, width, 1), 3
-    shape = tuple(masks.shape)
-    if shape == plain:
-        return None
-    if shape == channel:
-        return axis
-    raise ValueError(
-        f"segmentation_masks: expected shape {plain} or {channel} to match images {tuple(images.shape)} "
-        f"({data_format}), got {shape}"
-    )
+    return mask_channel_dim(masks.shape, images.shape, data_format, "segmentation_masks")
 
 
 def _box_parts(bounding_boxes: Any, images: Any, data_format: str) -> tuple[Any, Any]:

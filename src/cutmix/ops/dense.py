@@ -79,16 +79,26 @@ def spatial_size(images: Tensor, data_format: str) -> tuple[int, int]:
     return (images.shape[2], images.shape[3]) if data_format == "channels_first" else images.shape[1:3]
 
 
-def _mask_shapes(images: Tensor, data_format: str) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    """The plain mask shape (B, [T,] H, W), the one with a singleton channel dim, and that dim."""
-    height, width = spatial_size(images, data_format)
-    frames = (
-        () if images.ndim == 4 else (images.shape[2] if data_format == "channels_first" else images.shape[1],)
-    )
-    plain = (images.shape[0], *frames, height, width)
+def mask_channel_dim(
+    mask_shape: tuple[int, ...], image_shape: tuple[int, ...], data_format: str, name: str = "masks"
+) -> int | None:
+    """Checks a mask shape against images of ``image_shape`` (any backend: shapes only); returns the
+    mask's singleton channel dim, or None for plain (B, [T,] H, W) masks."""
+    mask_shape, image_shape = tuple(mask_shape), tuple(image_shape)
     if data_format == "channels_first":
-        return plain, (plain[0], 1, *plain[1:]), 1
-    return plain, (*plain, 1), len(plain)
+        plain = (image_shape[0], *image_shape[2:])
+        channel, dim = (plain[0], 1, *plain[1:]), 1
+    else:
+        plain = image_shape[:-1]
+        channel, dim = (*plain, 1), len(plain)
+    if mask_shape == plain:
+        return None
+    if mask_shape == channel:
+        return dim
+    raise ValueError(
+        f"{name}: expected shape {plain} or {channel} to match images {image_shape} "
+        f"({data_format}), got {mask_shape}"
+    )
 
 
 def _check_masks(masks: object, images: Tensor, data_format: str, name: str = "masks") -> int | None:
@@ -104,16 +114,7 @@ def _check_masks(masks: object, images: Tensor, data_format: str, name: str = "m
         raise ValueError(
             f"{name}: expected an integer tensor of class ids (e.g. uint8, int64), got {masks.dtype}"
         )
-    plain, channel, dim = _mask_shapes(images, data_format)
-    if tuple(masks.shape) == plain:
-        channel_dim = None
-    elif tuple(masks.shape) == channel:
-        channel_dim = dim
-    else:
-        raise ValueError(
-            f"{name}: expected shape {plain} or {channel} to match images {tuple(images.shape)} "
-            f"({data_format}), got {tuple(masks.shape)}"
-        )
+    channel_dim = mask_channel_dim(masks.shape, images.shape, data_format, name)
     if masks.device != images.device:
         raise ValueError(f"{name}: expected device {images.device} like images, got {masks.device}")
     return channel_dim
