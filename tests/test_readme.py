@@ -43,7 +43,18 @@ def test_readme_results_match_the_committed_reports():
         assert f"--recipe {report['recipe']}" in results, path
         for arm in report["arms"]:
             accuracy = report["per_arm"][arm]["test_acc"]
-            assert f"| {arm} | {accuracy['n']} | {100 * accuracy['mean']:.2f}%" in results, (path, arm)
+            row = f"| {arm} | {accuracy['n']} | {100 * accuracy['mean']:.2f}%"
+            if accuracy["std"] is not None:
+                row += f" ± {100 * accuracy['std']:.2f}"
+            assert row in results, (path, arm)
         for arm, paired in report["paired"].items():
-            mean = 100 * paired["test_acc"]["mean"]
-            assert f"{mean:+.2f} pp".replace("-", "−") in results, (path, arm)
+            difference = paired["test_acc"]
+            assert _pp(difference["mean"]) in results, (path, arm)
+            if difference["low"] is not None:
+                interval = f"[{_pp(difference['low'])[:-3]}, {_pp(difference['high'])}]"
+                assert f"{interval}, {difference['verdict']}" in results, (path, arm)
+
+
+def _pp(fraction: float) -> str:
+    """A difference of accuracies as the README writes it: percentage points with a real minus sign."""
+    return f"{100 * fraction:+.2f} pp".replace("-", "−")
