@@ -234,10 +234,14 @@ def test_evaluate_and_predict_read_the_checkpoint_once(tree_run, tmp_path, capsy
     tmp, tree, checkpoint_path = tree_run
     monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp / "cache"))
     reads = []
-    monkeypatch.setattr(train_cli, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path))
+    monkeypatch.setattr(
+        train_cli, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path)
+    )
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
     assert main(["evaluate", "--checkpoint", str(checkpoint_path), "--data", str(tree), "--quiet"]) == 0
-    assert main(["predict", "--checkpoint", str(checkpoint_path), "--classes", "ant,bee,cat", str(image)]) == 0
+    assert (
+        main(["predict", "--checkpoint", str(checkpoint_path), "--classes", "ant,bee,cat", str(image)]) == 0
+    )
     assert main(["predict", "--checkpoint", str(checkpoint_path), str(image)]) == 0
     assert reads == [str(checkpoint_path)] * 3

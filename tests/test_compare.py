@@ -114,16 +114,22 @@ def test_report_numbers_match_the_runs_metrics(comparison):
         assert stats["mean"] == pytest.approx(np.mean(values))
         assert stats["std"] == pytest.approx(np.std(values, ddof=1))
         assert f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f} % (n = 2)" in md
-        walls = [json.loads((out / f"seed-{s}" / arm / "summary.json").read_text())["wall_time"] for s in (0, 1)]
+        walls = [
+            json.loads((out / f"seed-{s}" / arm / "summary.json").read_text())["wall_time"] for s in (0, 1)
+        ]
         assert report["per_arm"][arm]["wall_time"]["mean"] == pytest.approx(np.mean(walls))
     diffs = [final[(s, "cutmix")]["test_acc"] - final[(s, "none")]["test_acc"] for s in (0, 1)]
     paired = report["paired"]["cutmix"]["test_acc"]
     assert paired["differences"] == pytest.approx(diffs)
     # n = 2: t(0.975, 1) = 12.706205.
     assert paired["half_width"] == pytest.approx(12.706205 * np.std(diffs, ddof=1) / np.sqrt(2), rel=1e-6)
-    assert paired["verdict"] == ("not significant" if paired["low"] <= 0 <= paired["high"] else "interval excludes 0")
+    assert paired["verdict"] == (
+        "not significant" if paired["low"] <= 0 <= paired["high"] else "interval excludes 0"
+    )
     assert f"| cutmix − none | 2 | {100 * np.mean(diffs):+.2f} pp |" in md
-    assert "| fine-0deg |" in md and "cutmix compare" in md and report["versions"]["torch"] == torch.__version__
+    assert (
+        "| fine-0deg |" in md and "cutmix compare" in md and report["versions"]["torch"] == torch.__version__
+    )
     assert "Keras example" not in md  # synthetic data: the seed's CIFAR-10 figures do not apply
     for name in ("curves.png", "preview.png"):
         with Image.open(out / name) as image:
@@ -212,6 +218,10 @@ def test_arms_hash_and_command_line():
     base = resolve_config("seed", data="synthetic")
     assert config_hash(base) == config_hash(resolve_config("seed", data="synthetic"))
     assert config_hash(base) != config_hash(resolve_config("seed", data="synthetic", lr=0.01))
-    args = build_parser().parse_args(["compare", *TINY, "--no-normalize", "--arms", "none,mixup", "--out", "o"])
+    args = build_parser().parse_args(
+        ["compare", *TINY, "--no-normalize", "--arms", "none,mixup", "--out", "o"]
+    )
     again = build_parser().parse_args(command_from_args(args))
-    assert {k: v for k, v in vars(again).items() if k != "func"} == {k: v for k, v in vars(args).items() if k != "func"}
+    assert {k: v for k, v in vars(again).items() if k != "func"} == {
+        k: v for k, v in vars(args).items() if k != "func"
+    }

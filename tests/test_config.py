@@ -71,7 +71,9 @@ def test_every_arm_of_a_comparison_is_validated():
 
 def test_compare_refuses_a_bad_alpha_before_training_anything(tmp_path):
     out = tmp_path / "cmp"
-    code, _, stderr = run_main(["compare", *TINY, "--epochs", "1", "--seeds", "1", "--alpha", "0", "--out", str(out)])
+    code, _, stderr = run_main(
+        ["compare", *TINY, "--epochs", "1", "--seeds", "1", "--alpha", "0", "--out", str(out)]
+    )
     assert code == 2
     assert "--alpha: expected a finite number > 0, got 0.0" in stderr
     assert not out.exists()  # no run of the `none` arm was trained first
@@ -91,7 +93,12 @@ def test_every_field_has_a_flag_with_help_and_the_recipe_decides():
     args = parser.parse_args(["--data", "synthetic", "--recipe", "fast", "--no-nesterov", "--adam-eps", "1e-8",
                               "--warmup", "0.1", "--no-channels-last", "--eval-batch-size", "500", "--seed", "4"])  # fmt: skip
     config = config_from_args(args)
-    assert (config.nesterov, config.adam_eps, config.warmup, config.channels_last) == (False, 1e-8, 0.1, False)
+    assert (config.nesterov, config.adam_eps, config.warmup, config.channels_last) == (
+        False,
+        1e-8,
+        0.1,
+        False,
+    )
     assert (config.eval_batch_size, config.seed, config.recipe, config.lr) == (500, 4, "fast", 0.2)
 
 
@@ -100,8 +107,12 @@ def test_compare_has_no_per_run_flags_and_train_has_them():
     compare_flags = subparsers.choices["compare"]._option_string_actions
     train_flags = subparsers.choices["train"]._option_string_actions
     assert "--seed" not in compare_flags and "--init" not in compare_flags
-    assert {"--seed", "--init", "--nesterov", "--no-nesterov", "--warmup", "--channels-last"} <= set(train_flags)
-    assert {"--nesterov", "--adam-eps", "--warmup", "--channels-last", "--eval-batch-size"} <= set(compare_flags)
+    assert {"--seed", "--init", "--nesterov", "--no-nesterov", "--warmup", "--channels-last"} <= set(
+        train_flags
+    )
+    assert {"--nesterov", "--adam-eps", "--warmup", "--channels-last", "--eval-batch-size"} <= set(
+        compare_flags
+    )
 
 
 def test_check_device_lists_the_available_devices(monkeypatch):
@@ -137,5 +148,7 @@ def test_compare_rebuilds_its_command_line_with_the_new_boolean_flags():
     argv = ["compare", *TINY, "--no-nesterov", "--channels-last", "--warmup", "0.1", "--out", "o"]
     args = build_parser().parse_args(argv)
     again = build_parser().parse_args(command_from_args(args))
-    assert {k: v for k, v in vars(again).items() if k != "func"} == {k: v for k, v in vars(args).items() if k != "func"}
+    assert {k: v for k, v in vars(again).items() if k != "func"} == {
+        k: v for k, v in vars(args).items() if k != "func"
+    }
     assert (args.nesterov, args.channels_last, args.warmup) == (False, True, 0.1)

@@ -94,7 +94,12 @@ def cifar10_files(rng: np.random.Generator, n: int = 3, legacy: bool = False):
     for i in range(1, 6):
         x, y = random_images(rng, n), rng.integers(0, 10, n).tolist()
         files[f"data_batch_{i}"] = pickled(
-            {b"batch_label": b"training batch", b"labels": y, b"data": to_rows(x), b"filenames": [b"a.png"] * n},
+            {
+                b"batch_label": b"training batch",
+                b"labels": y,
+                b"data": to_rows(x),
+                b"filenames": [b"a.png"] * n,
+            },
             legacy,
         )
         train_x.append(x)
@@ -110,10 +115,14 @@ def cifar100_files(rng: np.random.Generator, n: int = 5):
     files, expected = {}, {}
     for split, m in (("train", n), ("test", n - 2)):
         x, fine, coarse = random_images(rng, m), rng.integers(0, 100, m), rng.integers(0, 20, m)
-        files[split] = pickled({b"fine_labels": fine.tolist(), b"coarse_labels": coarse.tolist(), b"data": to_rows(x)})
+        files[split] = pickled(
+            {b"fine_labels": fine.tolist(), b"coarse_labels": coarse.tolist(), b"data": to_rows(x)}
+        )
         expected[split] = (x, fine, coarse)
     fine_names = [f"fine{i}".encode() for i in range(100)]
-    files["meta"] = pickled({b"fine_label_names": fine_names, b"coarse_label_names": [b"c%d" % i for i in range(20)]})
+    files["meta"] = pickled(
+        {b"fine_label_names": fine_names, b"coarse_label_names": [b"c%d" % i for i in range(20)]}
+    )
     return files, expected
 
 
@@ -158,7 +167,13 @@ def test_cifar10_row_layout_is_rgb_planes(tmp_path: Path) -> None:
     files["test_batch"] = pickled({b"labels": [3], b"data": rows})
     ds = load_dataset(write_folder(tmp_path / "cifar-10-batches-py", files))
     image = ds.test_images[0]
-    assert (image[0, 0, 0], image[0, 1, 0], image[1, 0, 0], image[0, 0, 1], image[1, 1, 2]) == (10, 20, 30, 40, 50)
+    assert (image[0, 0, 0], image[0, 1, 0], image[1, 0, 0], image[0, 0, 1], image[1, 1, 2]) == (
+        10,
+        20,
+        30,
+        40,
+        50,
+    )
     assert int(image.sum()) == 150
 
 
@@ -486,7 +501,9 @@ def test_image_tree_cache_hit_and_invalidation(tmp_path: Path, monkeypatch: pyte
     decoded = []
     real_decode = imagetree._decode_images
     monkeypatch.setattr(
-        imagetree, "_decode_images", lambda paths, *a, **k: decoded.append(len(paths)) or real_decode(paths, *a, **k)
+        imagetree,
+        "_decode_images",
+        lambda paths, *a, **k: decoded.append(len(paths)) or real_decode(paths, *a, **k),
     )
     first = load_dataset(root, cache_dir=cache, progress=False)
     assert decoded == [4, 2]

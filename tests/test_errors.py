@@ -72,10 +72,14 @@ def test_a_bad_data_spec_is_a_one_line_error(tmp_path, spec):
     ("argv", "message"),
     [
         # The ResNet is the CIFAR model: a 64x64 data set is refused up front, not deep in the model.
-        (["train", "--data", "synthetic-seg:64", "--epochs", "1", "--device", "cpu", "--quiet"],
-         "--data: expected 32x32 images for the CIFAR ResNet, got 64x64: synthetic-seg:64"),
-        (["preview", "--data", "synthetic-seg:5", "--mix", "cutmix"],
-         "--data: expected at least 9 training images for the preview, got 5"),
+        (
+            ["train", "--data", "synthetic-seg:64", "--epochs", "1", "--device", "cpu", "--quiet"],
+            "--data: expected 32x32 images for the CIFAR ResNet, got 64x64: synthetic-seg:64",
+        ),
+        (
+            ["preview", "--data", "synthetic-seg:5", "--mix", "cutmix"],
+            "--data: expected at least 9 training images for the preview, got 5",
+        ),
     ],
 )
 def test_data_the_command_cannot_use_is_a_one_line_error(tmp_path, argv, message):

@@ -104,9 +104,11 @@ def test_parent_killed_then_same_command_resumes_to_the_same_results(reference, 
 
     code, _, stderr = run_main([*ARGS, "--jobs", "2", "--out", str(out)])
     assert code == 0, stderr
-    assert "resuming" in (out / "seed-0" / "none" / "train.log").read_text() + (
-        out / "seed-0" / "cutmix" / "train.log"
-    ).read_text()
+    assert (
+        "resuming"
+        in (out / "seed-0" / "none" / "train.log").read_text()
+        + (out / "seed-0" / "cutmix" / "train.log").read_text()
+    )
     for arm in ARMS:
         assert results(out, arm) == results(reference, arm), arm
         assert [m["epoch"] for m in results(out, arm)] == [1, 2, 3]

@@ -52,7 +52,11 @@ def on_path(layer, path: str):
 def index_images(batch: int, channels: int, height: int, width: int, dtype: str, data_format: str, offset=0):
     """Every pixel of sample b holds b + offset."""
     values = (np.arange(batch) + offset).astype(dtype).reshape(batch, 1, 1, 1)
-    shape = (batch, channels, height, width) if data_format == "channels_first" else (batch, height, width, channels)
+    shape = (
+        (batch, channels, height, width)
+        if data_format == "channels_first"
+        else (batch, height, width, channels)
+    )
     return np.ascontiguousarray(np.broadcast_to(values, shape))
 
 
@@ -193,7 +197,9 @@ def test_mixup_read_back_from_pixels(path, dtype, paired):
     images = (20 * np.arange(batch) + 10).astype(dtype).reshape(batch, 1, 1, 1) * np.ones((1, 4, 5, 2), dtype)
     images2 = images + np.asarray(5, dtype) if paired else None
     labels = np.arange(batch)
-    layer = on_path(MixUp(alpha=1.0, p=0.75, num_classes=num_classes, data_format="channels_last", seed=4), path)
+    layer = on_path(
+        MixUp(alpha=1.0, p=0.75, num_classes=num_classes, data_format="channels_last", seed=4), path
+    )
     mixed, targets = layer(images, labels, images2, labels + batch if paired else None)
     mixed, targets = to_np(mixed), to_np(targets)
     assert mixed.dtype == images.dtype
@@ -206,7 +212,9 @@ def test_mixup_read_back_from_pixels(path, dtype, paired):
             untouched += 1
             assert (mixed[i] == images[i]).all(), "a sample with weight 1 changed"
             continue
-        partner = batch + i if paired else int(np.argmax(np.where(np.arange(num_classes) == i, -1, targets[i])))
+        partner = (
+            batch + i if paired else int(np.argmax(np.where(np.arange(num_classes) == i, -1, targets[i])))
+        )
         assert targets[i, partner] == pytest.approx(1 - own, abs=1e-6)
         other = 20 * (partner - batch) + 15 if paired else 20 * partner + 10
         expected = own * (20 * i + 10) + (1 - own) * other
@@ -360,13 +368,22 @@ def test_config_round_trip():
         (lambda: CutMix(label_smoothing=1.0), r"label_smoothing: expected a number in \[0, 1\), got 1.0"),
         (lambda: CutMix(partner="shift"), "partner: expected one of 'permute', 'roll', 'flip', got 'shift'"),
         (lambda: CutMix(box="corner"), "box: expected one of 'center', 'inside', got 'corner'"),
-        (lambda: CutMix(data_format="nhwc"), "data_format: expected one of 'channels_first', 'channels_last', got 'nhwc'"),
+        (
+            lambda: CutMix(data_format="nhwc"),
+            "data_format: expected one of 'channels_first', 'channels_last', got 'nhwc'",
+        ),
         (lambda: CutMix(seed=-1), "seed: expected an int >= 0 or None, got -1"),
         (lambda: Cutout(size=-2), r"size: expected an int >= 0 or a pair \(h, w\) of them, got -2"),
         (lambda: Cutout(fill=float("nan")), "fill: expected a finite number, got nan"),
         (lambda: CutMixOrMixUp(CutMix(), CutMix()), "mixup: expected a cutmix.keras.MixUp, got CutMix"),
-        (lambda: CutMixOrMixUp(CutMix(num_classes=3), MixUp()), "mixup: expected num_classes=3 like cutmix, got None"),
-        (lambda: CutMixOrMixUp(CutMix(), MixUp(), switch_prob=2), r"switch_prob: expected a probability in \[0, 1\], got 2"),
+        (
+            lambda: CutMixOrMixUp(CutMix(num_classes=3), MixUp()),
+            "mixup: expected num_classes=3 like cutmix, got None",
+        ),
+        (
+            lambda: CutMixOrMixUp(CutMix(), MixUp(), switch_prob=2),
+            r"switch_prob: expected a probability in \[0, 1\], got 2",
+        ),
     ],
 )
 def test_bad_arguments(make, match):
@@ -378,10 +395,29 @@ def test_bad_arguments(make, match):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda m: m(np.zeros((8, 8, 3), np.float32)), r"images: expected a 4-D batch \(B, H, W, C\), got shape \(8, 8, 3\)"),
-        (lambda m: m({"pixels": np.zeros((2, 4, 4, 3), np.float32)}), "data: expected the keys images, labels, images2, labels2, got also pixels"),
-        (lambda m: m(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int64), np.zeros((2, 4, 4, 3), np.float32)), "images2, labels2: expected both or neither, got only one"),
-        (lambda m: m(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int64), np.zeros((2, 5, 4, 3), np.float32), np.zeros(2, np.int64)), "images2: expected the shape and dtype of images"),
+        (
+            lambda m: m(np.zeros((8, 8, 3), np.float32)),
+            r"images: expected a 4-D batch \(B, H, W, C\), got shape \(8, 8, 3\)",
+        ),
+        (
+            lambda m: m({"pixels": np.zeros((2, 4, 4, 3), np.float32)}),
+            "data: expected the keys images, labels, images2, labels2, got also pixels",
+        ),
+        (
+            lambda m: m(
+                np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int64), np.zeros((2, 4, 4, 3), np.float32)
+            ),
+            "images2, labels2: expected both or neither, got only one",
+        ),
+        (
+            lambda m: m(
+                np.zeros((2, 4, 4, 3), np.float32),
+                np.zeros(2, np.int64),
+                np.zeros((2, 5, 4, 3), np.float32),
+                np.zeros(2, np.int64),
+            ),
+            "images2: expected the shape and dtype of images",
+        ),
     ],
 )
 def test_bad_inputs(path, call, match):
@@ -405,7 +441,11 @@ def test_readme_keras_example_runs():
     import re
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if b.startswith("# cutmix.keras example")]
+    blocks = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", text, flags=re.S)
+        if b.startswith("# cutmix.keras example")
+    ]
     assert len(blocks) == 1, "README's Keras example is missing"
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
@@ -528,7 +568,9 @@ def test_other_backend(backend, module):
 
 
 def test_example_model_is_the_keras_examples_resnet20():
-    spec = importlib.util.spec_from_file_location("keras_cutmix_example", ROOT / "examples" / "keras_cutmix.py")
+    spec = importlib.util.spec_from_file_location(
+        "keras_cutmix_example", ROOT / "examples" / "keras_cutmix.py"
+    )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     model = example.resnet_v1((32, 32, 3), 20, 10)

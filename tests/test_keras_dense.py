@@ -98,7 +98,9 @@ def read_boxes(bounding_boxes, i: int):
     count = int(kept.sum())
     assert kept[:count].all(), "kept boxes are not first in the row"
     assert (boxes[count:] == 0).all(), "padding boxes are not zeros"
-    return [(tuple(int(v) for v in b), int(lab)) for b, lab in zip(boxes[:count], labels[:count], strict=True)]
+    return [
+        (tuple(int(v) for v in b), int(lab)) for b, lab in zip(boxes[:count], labels[:count], strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,7 +120,12 @@ def test_cutmix_masks_and_boxes_read_back(path, data_format, layout, seed):
     boxes, box_labels = random_boxes(rng, batch, 5, height, width, ["float32", "int32"][seed % 2])
     data = {"images": images, "labels": np.arange(batch), "segmentation_masks": masks,
             "bounding_boxes": {"boxes": boxes, "labels": box_labels}}  # fmt: skip
-    copies = {"images": images.copy(), "masks": masks.copy(), "boxes": boxes.copy(), "labels": box_labels.copy()}
+    copies = {
+        "images": images.copy(),
+        "masks": masks.copy(),
+        "boxes": boxes.copy(),
+        "labels": box_labels.copy(),
+    }
     layer = on_path(CutMix(alpha=1.0, num_classes=batch, data_format=data_format, seed=seed), path)
     out = layer(data)
 

@@ -144,7 +144,9 @@ def test_crop_flip_pixel_by_pixel(channels_last, pad):
     draws = []
     for _ in range(4):
         for x, y, x2, y2 in loader:
-            assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            assert x.is_contiguous(
+                memory_format=torch.channels_last if channels_last else torch.contiguous_format
+            )
             assert x.shape == (len(y), 3, h, w) and x.dtype == torch.float32
             for xs, ys in ((x, y), (x2, y2)):
                 for out, label in zip(to_uint8_hwc(xs), ys.tolist(), strict=True):
@@ -169,7 +171,9 @@ def test_crop_flip_does_not_touch_the_input():
 def test_numpy_and_tensor_inputs_agree(small):
     images, labels = small
     a = batches(DeviceLoader(images, labels, 8, augment="crop-flip", seed=2))
-    b = batches(DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), 8, augment="crop-flip", seed=2))
+    b = batches(
+        DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels), 8, augment="crop-flip", seed=2)
+    )
     assert same(a, b)
 
 
@@ -191,7 +195,13 @@ def test_normalisation_values(dtype, channels_last):
     images = rng.integers(0, 256, (9, 4, 3, 3), dtype=np.uint8)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     loader = DeviceLoader(
-        images, np.zeros(9, np.int64), 9, shuffle=False, mean=mean, std=std, dtype=dtype,
+        images,
+        np.zeros(9, np.int64),
+        9,
+        shuffle=False,
+        mean=mean,
+        std=std,
+        dtype=dtype,
         channels_last=channels_last,
     )
     x, _ = next(iter(loader))

@@ -48,7 +48,13 @@ def fake_run(arm: str, seed: int, acc: float, *, diverged: str | None = None, ep
 
 def all_runs(**kwargs) -> list[RunRecord]:
     return [
-        fake_run(arm, seed, ACC[arm][seed], diverged="test accuracy collapsed" if (arm, seed) == ("none", 1) else None, **kwargs)
+        fake_run(
+            arm,
+            seed,
+            ACC[arm][seed],
+            diverged="test accuracy collapsed" if (arm, seed) == ("none", 1) else None,
+            **kwargs,
+        )
         for seed in range(3)
         for arm in ("none", "cutmix")
     ]
@@ -187,7 +193,9 @@ def strict_json(text: str):
 
 
 def test_non_finite_values_and_diverged_runs_give_a_complete_report(tmp_path):
-    runs = {(arm, seed): fake_run(arm, seed, ACC[arm][seed]) for seed in range(3) for arm in ("none", "cutmix")}
+    runs = {
+        (arm, seed): fake_run(arm, seed, ACC[arm][seed]) for seed in range(3) for arm in ("none", "cutmix")
+    }
     # cutmix seed 0: the trainer's verdict; NaN losses from epoch 2 on, the accuracy still a number.
     flagged = runs[("cutmix", 0)]
     flagged.summary.update(diverged="non-finite loss", test_loss=NAN)
@@ -228,7 +236,10 @@ def test_non_finite_values_and_diverged_runs_give_a_complete_report(tmp_path):
 
     md = (tmp_path / "report.md").read_text()
     assert "n/a (diverged)" in md and "70.00% (diverged)" in md
-    assert "- seed 1, cutmix: non-finite test_acc, train_loss (non-finite: test_acc, test_per_class, train_loss)" in md
+    assert (
+        "- seed 1, cutmix: non-finite test_acc, train_loss (non-finite: test_acc, test_per_class, train_loss)"
+        in md
+    )
     assert "stored as null in report.json" in md and "Without the diverged runs:" in md
     for shown in ("nan%", "nan ±", "± nan", "nan pp", "inf%", "inf pp"):
         assert shown not in md.lower()

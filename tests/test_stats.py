@@ -29,7 +29,10 @@ def test_differences_one_two_three_by_hand():
     assert interval.t == pytest.approx(4.302653, abs=1e-6)
     assert interval.half_width == pytest.approx(4.302653 * 0.5773503, abs=1e-5)
     assert interval.half_width == pytest.approx(2.4842, abs=1e-4)
-    assert (interval.low, interval.high) == (pytest.approx(2 - 2.484138, abs=1e-5), pytest.approx(4.484138, abs=1e-5))
+    assert (interval.low, interval.high) == (
+        pytest.approx(2 - 2.484138, abs=1e-5),
+        pytest.approx(4.484138, abs=1e-5),
+    )
     assert interval.verdict == "not significant"  # the interval holds 0
 
 

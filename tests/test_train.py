@@ -38,11 +38,25 @@ def read_metrics(run: Path) -> list[dict]:
 
 def test_recipes_and_overrides():
     seed = resolve_config("seed", data="synthetic")
-    assert (seed.batch_size, seed.optimizer, seed.lr, seed.adam_eps, seed.epochs) == (32, "adam", 1e-3, 1e-7, 15)
-    assert (seed.alpha, seed.partner, seed.augment, seed.normalize, seed.l2) == (0.25, "stream", "none", False, 1e-4)
+    assert (seed.batch_size, seed.optimizer, seed.lr, seed.adam_eps, seed.epochs) == (
+        32,
+        "adam",
+        1e-3,
+        1e-7,
+        15,
+    )
+    assert (seed.alpha, seed.partner, seed.augment, seed.normalize, seed.l2) == (
+        0.25,
+        "stream",
+        "none",
+        False,
+        1e-4,
+    )
     fast = resolve_config("fast", data="synthetic", lr=0.05, epochs=None)
     assert fast.lr == 0.05 and fast.epochs == 15 and fast.optimizer == "sgd" and fast.augment == "crop-flip"
-    with pytest.raises(ValueError, match=r"--mix: expected one of none, cutmix, mixup, cutout, got 'cutmixx'"):
+    with pytest.raises(
+        ValueError, match=r"--mix: expected one of none, cutmix, mixup, cutout, got 'cutmixx'"
+    ):
         resolve_config("seed", mix="cutmixx")
     with pytest.raises(ValueError, match=r"--recipe: expected one of seed, fast, got 'slow'"):
         resolve_config("slow")
@@ -76,7 +90,14 @@ def test_divergence_guard_flags_the_seeds_collapse():
 
 def test_training_learns_far_above_chance(tmp_path):
     config = resolve_config(
-        "seed", data="synthetic:768", depth=8, epochs=2, mix="cutmix", device="cpu", precision="fp32", bn_momentum=0.1
+        "seed",
+        data="synthetic:768",
+        depth=8,
+        epochs=2,
+        mix="cutmix",
+        device="cpu",
+        precision="fp32",
+        bn_momentum=0.1,
     )
     summary = train(config, tmp_path / "run", progress=False)
     assert summary["finished"] and summary["test_acc"] > 0.6  # chance is 0.1
@@ -113,7 +134,10 @@ def test_existing_run_needs_resume(tmp_path, capsys):
     assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     assert "pass --resume" in capsys.readouterr().err
-    assert main(["train", *TINY, "--epochs", "1", "--lr", "0.01", "--out", str(tmp_path / "run"), "--resume"]) == 2
+    assert (
+        main(["train", *TINY, "--epochs", "1", "--lr", "0.01", "--out", str(tmp_path / "run"), "--resume"])
+        == 2
+    )
     assert "another configuration" in capsys.readouterr().err
 
 
@@ -142,7 +166,9 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
     for key, value in whole["model"].items():
         assert torch.equal(value, again["model"][key]), f"{key} differs after resume"
     assert [m["epoch"] for m in read_metrics(killed)] == [1, 2, 3, 4]
-    assert [m["train_loss"] for m in read_metrics(killed)] == [m["train_loss"] for m in read_metrics(tmp_path / "whole")]
+    assert [m["train_loss"] for m in read_metrics(killed)] == [
+        m["train_loss"] for m in read_metrics(tmp_path / "whole")
+    ]
 
 
 def test_stop_on_divergence_exits_non_zero(tmp_path, capsys):
@@ -205,7 +231,19 @@ def _free_port() -> int:
 def test_ddp_two_cpu_processes_match_one(tmp_path):
     """torchrun, 2 processes, gloo on 127.0.0.1: identical weights on both ranks, and a final loss
     close to one process at the same global batch."""
-    args = [*TINY, "--epochs", "2", "--batch-size", "64", "--mix", "cutmix", "--partner", "permute", "--seed", "1"]
+    args = [
+        *TINY,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--mix",
+        "cutmix",
+        "--partner",
+        "permute",
+        "--seed",
+        "1",
+    ]
     env = env_for_subprocess()
     env["CUTMIX_RANK_STATE_DIR"] = str(tmp_path / "ranks")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

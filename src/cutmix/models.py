@@ -161,9 +161,7 @@ class ResNetV1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected x of shape (B, {self.in_channels}, 32, 32), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected x of shape (B, {self.in_channels}, 32, 32), got {tuple(x.shape)}")
         x = self.pool(self.stages(F.relu(self.stem(x))))
         if x.shape[-2:] != (1, 1):
             # Without this the dense layer would fail with an opaque matmul shape error.

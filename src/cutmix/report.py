@@ -249,8 +249,10 @@ def summarize(
             }
             for r in runs
         ],
-        "per_arm": {arm: _arm_summary([by_arm[arm][s] for s in sorted(by_arm[arm])], len(classes), val)
-                    for arm in arms},  # fmt: skip
+        "per_arm": {
+            arm: _arm_summary([by_arm[arm][s] for s in sorted(by_arm[arm])], len(classes), val)
+            for arm in arms
+        },  # fmt: skip
         "any_diverged": any(diverged_reason(r) for r in runs),
         "any_non_finite": any(non_finite_fields(r) for r in runs),
         "baseline": BASELINE if BASELINE in arms else None,

@@ -281,17 +281,13 @@ def _read_cifar_tarball(path: Path) -> Dataset:
             for member in tar:
                 name = PurePosixPath(member.name)
                 if name.is_absolute() or ".." in name.parts:
-                    raise DataError(
-                        f"{path}: refusing unsafe member name {member.name!r} (absolute or '..')"
-                    )
+                    raise DataError(f"{path}: refusing unsafe member name {member.name!r} (absolute or '..')")
                 parts = [p for p in name.parts if p != "."]
                 fmt = _FORMAT_OF_LOCAL_NAME.get(parts[0]) if len(parts) == 2 else None
                 if fmt is None or parts[0] != fmt.folder or parts[1] not in fmt.files or not member.isfile():
                     continue
                 if member.size > _MAX_MEMBER_BYTES:
-                    raise DataError(
-                        f"{path}: member {member.name} is {member.size} bytes, too big for CIFAR"
-                    )
+                    raise DataError(f"{path}: member {member.name} is {member.size} bytes, too big for CIFAR")
                 fmts.add(fmt)
                 if len(fmts) > 1:
                     raise DataError(f"{path}: holds both CIFAR-10 and CIFAR-100 members")

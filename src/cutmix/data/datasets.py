@@ -125,9 +125,7 @@ def _load_path(
         p for fmt in _FORMATS for p in (path / fmt.folder, *(path / t for t in fmt.tarballs)) if p.exists()
     ]
     if len({_FORMAT_OF_LOCAL_NAME[p.name] for p in found}) > 1:
-        raise DataError(
-            f"{path} holds both CIFAR-10 and CIFAR-100; pass one of {', '.join(map(str, found))}"
-        )
+        raise DataError(f"{path} holds both CIFAR-10 and CIFAR-100; pass one of {', '.join(map(str, found))}")
     if found and found[0].is_dir():
         return _read_cifar_folder(found[0], _FORMAT_OF_LOCAL_NAME[found[0].name])
     if found:

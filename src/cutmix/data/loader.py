@@ -102,11 +102,7 @@ def _check_stats(mean: object, std: object, channels: int) -> tuple[Tensor, Tens
 def _check_resize(resize: object) -> tuple[int, int] | None:
     if resize is None:
         return None
-    if (
-        not isinstance(resize, Sequence)
-        or len(resize) != 2
-        or not all(_is_int(v) and v >= 1 for v in resize)
-    ):
+    if not isinstance(resize, Sequence) or len(resize) != 2 or not all(_is_int(v) and v >= 1 for v in resize):
         raise ValueError(f"expected resize as (H, W) positive integers, got {resize!r}")
     return int(resize[0]), int(resize[1])
 
