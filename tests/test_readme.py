@@ -51,7 +51,7 @@ def test_readme_results_match_the_committed_reports():
             difference = paired["test_acc"]
             assert _pp(difference["mean"]) in results, (path, arm)
             if difference["low"] is not None:
-                interval = f"[{_pp(difference['low'])[:-3]}, {_pp(difference['high'])}]"
+                interval = f"[{_pp(difference['low'])[:-3]}, {_pp(difference['high'])[:-3]}] pp"
                 assert f"{interval}, {difference['verdict']}" in results, (path, arm)
 
 
