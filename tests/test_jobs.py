@@ -43,8 +43,11 @@ def results(out: Path, arm: str) -> list[dict]:
 
 def start(out: Path, jobs: int = 2) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # SIGINT back to its default: a test run started in the background (`cmd &` in a script) inherits
+    # it ignored, and then Python never raises KeyboardInterrupt, so Ctrl-C could not be tested.
     return subprocess.Popen([sys.executable, "-m", "cutmix", *ARGS, "--jobs", str(jobs), "--out", str(out)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
 def wait_for(condition, what: str, timeout: float = 300.0) -> None:
