@@ -245,3 +245,15 @@ def test_evaluate_and_predict_read_the_checkpoint_once(tree_run, tmp_path, capsy
     )
     assert main(["predict", "--checkpoint", str(checkpoint_path), str(image)]) == 0
     assert reads == [str(checkpoint_path)] * 3
+
+
+def test_predict_of_an_older_checkpoint_whose_data_set_no_longer_fits_its_outputs(tree_run, tmp_path, capsys):
+    _, _, checkpoint_path = tree_run
+    older = load_checkpoint(checkpoint_path)
+    del older["classes"]
+    older["config"]["data"] = str(_image_tree(tmp_path / "four", ["ant", "bee", "cat", "dog"]))
+    torch.save(older, tmp_path / "older.pt")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(tmp_path / "older.pt"), str(image)]) == 2
+    assert "has 4 classes for 3 outputs; name them with --classes" in capsys.readouterr().err
