@@ -1,9 +1,12 @@
 """DataLoader workers draw their own parameters, reproducibly, while the main process draws exactly as
-before (issue 10, item 8)."""
+before (issue 10, item 8), under every start method (issue 17, item 6)."""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import multiprocessing
+import pickle
 
 import pytest
 import torch
@@ -186,3 +189,77 @@ def test_generator_none_still_follows_torch_manual_seed_as_before():
     assert params.partner.tolist() == [1, 7, 4, 6, 0, 3, 5, 2]
     assert params.box.tolist() == [[12, 16, 10, 14], [7, 9, 8, 10], [1, 15, 0, 9], [3, 16, 1, 15],
                                    [6, 16, 0, 9], [5, 16, 3, 16], [0, 7, 4, 14], [0, 6, 7, 16]]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 17, item 6: the op travels to spawn and forkserver workers (its generator as bytes)
+# ----------------------------------------------------------------------------------------------
+
+
+def _switch_op() -> CutMixOrMixUp:
+    """Three generators: the switch's and each op's."""
+    return CutMixOrMixUp(
+        CutMix(num_classes=10, generator=gen(1)), MixUp(num_classes=10, generator=gen(2)), generator=gen(3)
+    )
+
+
+class _NoGeneratorPickler(pickle.Pickler):
+    """Pickles as multiprocessing does, but fails on a torch.Generator: torch pickles one through a
+    tensor that spawned workers could not rebuild ("unable to resize file")."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.Generator):
+            raise AssertionError("a torch.Generator was pickled")
+        return NotImplemented
+
+
+def test_a_pickled_op_continues_exactly_and_holds_no_generator_object():
+    images, labels = torch.rand(8, 3, 8, 8, generator=gen(4)), torch.arange(8)
+    for make in (lambda: CutMix(num_classes=8, generator=gen(0)), _switch_op):
+        original, untouched = make(), make()
+        original(images, labels)  # 31 batches drawn ahead travel with the copy
+        untouched(images, labels)
+        buffer = io.BytesIO()
+        _NoGeneratorPickler(buffer).dump(original)
+        copy = pickle.loads(buffer.getvalue())
+        for _ in range(40):  # past the draws made ahead
+            a, b = original(images, labels, return_params=True), copy(images, labels, return_params=True)
+            c = untouched(images, labels, return_params=True)
+            assert torch.equal(a[2].table, b[2].table) and torch.equal(a[0], b[0])
+            assert torch.equal(a[2].table, c[2].table)  # pickling changed nothing in the original
+
+
+def _start_method_epoch(method: str) -> tuple[list, list]:
+    """One epoch of the README's collate recipe under ``method``, two workers, a seeded loader; and
+    the main process's own next draws after it."""
+    op = _switch_op()
+    images, labels = torch.rand(4, 3, 8, 8, generator=gen(4)), torch.arange(4)
+    op(images, labels)  # draws made ahead in the main process go to the workers, which drop them
+    loader = DataLoader(_dataset(16), batch_size=4, num_workers=2, collate_fn=MixCollate(op),
+                        generator=gen(0), multiprocessing_context=method)  # fmt: skip
+    batches = list(loader)
+    after = [op(images, labels, return_params=True)[2].table for _ in range(3)]
+    return batches, after
+
+
+@pytest.fixture(scope="module")
+def forked_epoch() -> tuple[list, list]:
+    return _start_method_epoch("fork")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_the_collate_recipe_runs_under_every_start_method(method, forked_epoch):
+    """Spawned and forkserver workers start from the same op state as forked ones (a pickle of the
+    generator's state), so a seeded loader gives bit for bit the forked workers' batches, whose own
+    streams the tests above check; a second fork run checks reproducibility."""
+    assert method in multiprocessing.get_all_start_methods()
+    batches, after = _start_method_epoch(method)
+    assert len(batches) == 4
+    for (table, kind), (expected_table, expected_kind) in zip(batches, forked_epoch[0], strict=True):
+        assert kind == expected_kind and torch.equal(table, expected_table)
+    assert not torch.equal(batches[0][0], batches[1][0]), "the two workers drew the same batch"
+    # The main process goes on with its own stream, whatever the workers did.
+    reference = _switch_op()
+    images, labels = torch.rand(4, 3, 8, 8, generator=gen(4)), torch.arange(4)
+    expected = [reference(images, labels, return_params=True)[2].table for _ in range(4)][1:]
+    assert all(torch.equal(a, b) for a, b in zip(after, expected, strict=True))

@@ -12,15 +12,20 @@ The classes :class:`CutMix`, :class:`MixUp`, :class:`Cutout` and :class:`CutMixO
 inputs, turn labels into targets (:func:`to_targets`), and run both steps. They draw parameters for
 up to 32 batches of one shape at a time (drawing costs about the same for one batch or many), so
 their draws differ from one call of ``sample_*_params`` per batch; ``state_dict()`` saves the
-generator and what was drawn ahead, so a checkpointed op continues exactly.
+generator and what was drawn ahead, so a checkpointed op continues exactly. Options set after
+construction (``op.p = 0.5``) are checked as the constructor checks them, and a new value for one the
+draws depend on drops the draws made ahead, so it takes effect on the next call. An op pickles with
+its generator's state as bytes, so it travels to DataLoader workers under every start method.
 
 Conventions
 -----------
 * ``images``: a 4-D tensor, (B, C, H, W) for ``data_format="channels_first"`` or (B, H, W, C) for
   ``"channels_last"``; any memory format (``torch.channels_last`` is kept); uint8/int or floating point,
-  dtype kept. CutMix and Cutout only copy or fill pixels. MixUp on integer images computes in float32
-  and rounds to nearest.
-* ``labels``: int class ids (B,) with ``num_classes`` given, or class probabilities (B, K).
+  dtype kept. CutMix and Cutout only copy or fill pixels (with ``torch.where`` for uint16/32/64, which
+  torch stores but has no arithmetic for). MixUp on integer images computes in float32 and rounds to
+  nearest.
+* ``labels``: class ids of any integer dtype, (B,) or (B, 1) (as ``keras.datasets`` gives them), with
+  ``num_classes`` given, or class probabilities (B, K).
 * targets: float32 (B, K) on the images' device, each row summing to 1. Label smoothing is applied in
   exactly one place, :func:`to_targets`, to each sample's own target *before* mixing:
   ``y * (1 - ε) + ε / K``. Do not smooth again in the loss.

@@ -53,8 +53,15 @@ def _spatial_size(images: Tensor, data_format: str) -> tuple[int, int]:
     return (images.shape[2], images.shape[3]) if data_format == "channels_first" else images.shape[1:3]
 
 
+# Integer dtypes that torch stores and copies but has no arithmetic kernels for on the CPU (no sub,
+# no add): CutMix and Cutout take the torch.where path for them, which only copies pixels.
+_NO_ARITHMETIC = (torch.uint16, torch.uint32, torch.uint64)
+
+
 def _mask_dtype(images: Tensor) -> torch.dtype:
-    return torch.bool if images.device.type != "cpu" else images.dtype
+    if images.device.type != "cpu" or images.dtype in _NO_ARITHMETIC:
+        return torch.bool
+    return images.dtype
 
 
 def _tracks_grad(*tensors: Tensor | None) -> bool:
@@ -170,6 +177,23 @@ def apply_mixup(
     return out.copy_(mixed), _mix_targets(targets, targets2, params)
 
 
+def _fill_value(fill: float, images: Tensor) -> Tensor:
+    if not images.dtype.is_floating_point and images.dtype != torch.bool:
+        # Refused as cutmix.keras refuses it: a cast would wrap or overflow, differently per dtype.
+        info = torch.iinfo(images.dtype)
+        if not info.min <= fill <= info.max:
+            dtype = str(images.dtype).removeprefix("torch.")
+            raise ValueError(
+                f"fill: expected a value representable in the images' {dtype} ([{info.min}, {info.max}]), "
+                f"got {fill!r}"
+            )
+    # torch.tensor makes no uint64 from a Python float (TypeError) where torch.full does; every other
+    # dtype keeps torch.tensor's conversion, which differs from torch.full's at the edges (overflow).
+    if images.dtype == torch.uint64:
+        return torch.full((), fill, dtype=images.dtype, device=images.device)
+    return torch.tensor(fill, dtype=images.dtype, device=images.device)
+
+
 def apply_cutout(
     images: Tensor, params: MixParams, *, data_format: DataFormat = "channels_first", fill: float = 0.0
 ) -> Tensor:
@@ -179,7 +203,7 @@ def apply_cutout(
     _check_params_size(params, height, width)
     mask = _box_mask(params, images, data_format, _mask_dtype(images))
     out = torch.empty_like(images)
-    fill_value = torch.tensor(fill, dtype=images.dtype, device=images.device)
+    fill_value = _fill_value(fill, images)
     if _tracks_grad(images):  # without out=, which autograd refuses; only floating point can need grad
         if mask.dtype == torch.bool:
             return out.copy_(torch.where(mask, fill_value, images))
@@ -196,14 +220,18 @@ def apply_cutout(
 # ----------------------------------------------------------------------------------------------
 
 
+def _is_integer(labels: Tensor) -> bool:
+    return not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool)
+
+
 def to_targets(
     labels: Tensor,
     num_classes: int | None = None,
     label_smoothing: float = 0.0,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """float32 (B, K) targets from int class ids (B,) or probabilities (B, K), label-smoothed as
-    ``y * (1 - ε) + ε / K``. This is the one place where smoothing happens.
+    """float32 (B, K) targets from class ids (B,) or (B, 1) of any integer dtype, or probabilities
+    (B, K), label-smoothed as ``y * (1 - ε) + ε / K``. This is the one place where smoothing happens.
 
     Out-of-range class ids raise ``ValueError`` for CPU labels; on an accelerator they are checked
     asynchronously (``torch._assert_async``) so the check costs no host synchronisation.
@@ -213,12 +241,17 @@ def to_targets(
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
     device = labels.device if device is None else torch.device(device)
+    if labels.ndim == 2 and labels.shape[1] == 1 and _is_integer(labels):
+        labels = labels[:, 0]  # (B, 1) class ids, as keras.datasets gives them
     if labels.ndim == 1:
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        if not _is_integer(labels):
             raise TypeError(f"labels: expected int class ids of shape (B,), got dtype {labels.dtype}")
         if num_classes is None:
             raise ValueError("num_classes: expected an int when labels are class ids, got None")
-        labels = labels.to(device)
+        # int64 whatever the integer dtype: scatter takes no other index dtype, and uint16/32/64 have
+        # no comparison kernels for the range check. Unsigned ids keep their values (uint64 ones of
+        # 2**63 or more turn negative, and are refused as out of range).
+        labels = labels.to(device=device, dtype=torch.int64)
         if labels.device.type == "cpu":
             low, high = torch.aminmax(labels) if labels.numel() else (0, 0)
             if low < 0 or high >= num_classes:
@@ -234,7 +267,10 @@ def to_targets(
         return targets.scatter_(1, labels[:, None], 1.0 - label_smoothing + off)
     elif labels.ndim == 2:
         if not labels.is_floating_point():
-            raise TypeError(f"labels: expected float probabilities of shape (B, K), got dtype {labels.dtype}")
+            raise TypeError(
+                f"labels: expected int class ids of shape (B,) or (B, 1), or float probabilities of shape "
+                f"(B, K), got dtype {labels.dtype} of shape {tuple(labels.shape)}"
+            )
         if num_classes is not None and labels.shape[1] != num_classes:
             raise ValueError(f"labels: expected (B, {num_classes}) probabilities, got {tuple(labels.shape)}")
         targets = labels.to(device=device, dtype=torch.float32)

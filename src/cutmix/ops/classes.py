@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +68,91 @@ class _WorkerStreams:
     def _forget_draws_ahead(self) -> None:
         """Drops what the main process drew ahead: every worker holds a copy of it."""
 
+    # torch pickles a Generator with its state as a tensor, which multiprocessing sends through shared
+    # memory, and DataLoader workers started by ``spawn`` or ``forkserver`` die restoring it ("unable
+    # to resize file"). So the op travels with its generator's state as plain bytes: the worker's copy
+    # continues the main process's stream exactly, as a forked copy does, and _generator_here still
+    # derives each worker's own stream from it.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_generator"] = self.generator.get_state().numpy().tobytes()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        generator = torch.Generator()
+        generator.set_state(torch.frombuffer(bytearray(state.pop("_generator")), dtype=torch.uint8))
+        self.__dict__.update(state)
+        self.__dict__["_generator"] = generator
+
+
+class _Option:
+    """An option of an op, checked by the constructor's own check whenever it is set (so ``op.p = 5``
+    is refused with the constructor's message). Setting an option the draws depend on (``redraw``)
+    to a new value drops the draws made ahead, so it takes effect on the next call; an op whose
+    options nobody changes draws exactly as before."""
+
+    def __init__(self, check: Callable[[Any], Any], *, redraw: bool = False) -> None:
+        self.check, self.redraw = check, redraw
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, f"_{name}"
+
+    def __get__(self, op: object, owner: type | None = None) -> Any:
+        if op is None:
+            return self
+        try:
+            return op.__dict__[self.slot]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, op: _WorkerStreams, value: Any) -> None:
+        value = self.check(value)
+        if self.redraw and self.slot in op.__dict__ and op.__dict__[self.slot] != value:
+            op._forget_draws_ahead()
+        op.__dict__[self.slot] = value
+
+
+def _check_num_classes(num_classes: int | None) -> int | None:
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise ValueError(f"num_classes: expected an int >= 1 or None, got {num_classes!r}")
+    return num_classes
+
+
+def _check_label_smoothing(label_smoothing: float) -> float:
+    if not isinstance(label_smoothing, int | float) or not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def _check_switch_prob(switch_prob: float) -> float:
+    if (
+        isinstance(switch_prob, bool)
+        or not isinstance(switch_prob, int | float)
+        or not (0.0 <= switch_prob <= 1.0)
+    ):
+        raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
+    return float(switch_prob)
+
+
+def _check_fill_value(fill: float) -> float:
+    try:
+        return float(fill)
+    except (TypeError, ValueError):
+        raise ValueError(f"fill: expected a number, got {fill!r}") from None
+
+
+def _check_mask_fill(mask_fill: int) -> int:
+    if isinstance(mask_fill, bool) or not isinstance(mask_fill, int):
+        raise ValueError(f"mask_fill: expected an int class id (e.g. 255, ignored), got {mask_fill!r}")
+    return mask_fill
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    return lambda value: _check_choice(name, value, choices)
+
 
 # ----------------------------------------------------------------------------------------------
 # Input checks
@@ -100,6 +187,11 @@ def _check_batch(
 class _BatchOp(_WorkerStreams):
     """Shared argument handling for the mixing ops."""
 
+    num_classes = _Option(_check_num_classes)
+    label_smoothing = _Option(_check_label_smoothing)
+    data_format = _Option(_choice("data_format", DATA_FORMATS))
+    generator = _Option(_check_generator, redraw=True)
+
     def __init__(
         self,
         num_classes: int | None,
@@ -107,18 +199,12 @@ class _BatchOp(_WorkerStreams):
         data_format: str,
         generator: torch.Generator | None,
     ) -> None:
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes: expected an int >= 1 or None, got {num_classes!r}")
-        if not isinstance(label_smoothing, int | float) or not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
-        self.num_classes = num_classes
-        self.label_smoothing = float(label_smoothing)
-        self.data_format = _check_choice("data_format", data_format, DATA_FORMATS)
-        self.generator = _check_generator(generator)
         self._pool: deque[MixParams] = deque()
         self._pool_key: tuple[int, int, int, bool] | None = None
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.data_format = data_format
+        self.generator = generator
 
     def sample(
         self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
@@ -255,6 +341,11 @@ class CutMix(_BatchOp):
     """
 
     kind = "cutmix"
+    alpha = _Option(_check_alpha, redraw=True)
+    p = _Option(_check_p, redraw=True)
+    partner = _Option(_choice("partner", PARTNERS), redraw=True)
+    box = _Option(_choice("box", BOXES), redraw=True)
+    min_visibility = _Option(_check_min_visibility)
 
     def __init__(
         self,
@@ -270,11 +361,11 @@ class CutMix(_BatchOp):
         min_visibility: float = MIN_VISIBILITY,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, generator)
-        self.alpha = _check_alpha(alpha)
-        self.p = _check_p(p)
-        self.partner = _check_choice("partner", partner, PARTNERS)
-        self.box = _check_choice("box", box, BOXES)
-        self.min_visibility = _check_min_visibility(min_visibility)
+        self.alpha = alpha
+        self.p = p
+        self.partner = partner
+        self.box = box
+        self.min_visibility = min_visibility
 
     def sample(
         self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
@@ -304,6 +395,9 @@ class MixUp(_BatchOp):
     """
 
     kind = "mixup"
+    alpha = _Option(_check_alpha, redraw=True)
+    p = _Option(_check_p, redraw=True)
+    partner = _Option(_choice("partner", PARTNERS), redraw=True)
 
     def __init__(
         self,
@@ -316,9 +410,9 @@ class MixUp(_BatchOp):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, generator)
-        self.alpha = _check_alpha(alpha)
-        self.p = _check_p(p)
-        self.partner = _check_choice("partner", partner, PARTNERS)
+        self.alpha = alpha
+        self.p = p
+        self.partner = partner
 
     def sample(
         self, batch_size: int, height: int = 1, width: int = 1, paired: bool = False, batches: int = 1
@@ -345,6 +439,11 @@ class Cutout(_BatchOp):
     A second batch, if given, is ignored."""
 
     kind = "cutout"
+    size = _Option(_check_cutout_size, redraw=True)
+    p = _Option(_check_p, redraw=True)
+    fill = _Option(_check_fill_value)
+    mask_fill = _Option(_check_mask_fill)
+    min_visibility = _Option(_check_min_visibility)
 
     def __init__(
         self,
@@ -360,13 +459,11 @@ class Cutout(_BatchOp):
         min_visibility: float = MIN_VISIBILITY,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, generator)
-        self.size = _check_cutout_size(size)
-        self.p = _check_p(p)
-        self.fill = float(fill)
-        if isinstance(mask_fill, bool) or not isinstance(mask_fill, int):
-            raise ValueError(f"mask_fill: expected an int class id (e.g. 255, ignored), got {mask_fill!r}")
+        self.size = size
+        self.p = p
+        self.fill = fill
         self.mask_fill = mask_fill
-        self.min_visibility = _check_min_visibility(min_visibility)
+        self.min_visibility = min_visibility
 
     def sample(
         self, batch_size: int, height: int, width: int, paired: bool = False, batches: int = 1
@@ -383,11 +480,24 @@ class Cutout(_BatchOp):
         return f"Cutout(size={self.size}, p={self.p}, num_classes={self.num_classes}, fill={self.fill})"
 
 
+def _check_agree(cutmix: CutMix, mixup: MixUp) -> None:
+    """Both ops must make the same targets from the same labels (and read images alike): otherwise
+    the loss gets (B, K) targets of one kind or another depending on the batch's switch."""
+    for name in ("num_classes", "label_smoothing", "data_format"):
+        own, other = getattr(cutmix, name), getattr(mixup, name)
+        if own != other:
+            raise ValueError(f"mixup: expected {name} {own!r} like cutmix, got {other!r}")
+
+
 class CutMixOrMixUp(_WorkerStreams):
     """Per batch, CutMix with probability ``switch_prob``, else MixUp (timm's ``switch_prob``).
 
     Both ops keep their own settings and generators; this op's own ``generator`` draws the switch.
+    They must agree on ``num_classes``, ``label_smoothing`` and ``data_format``.
     """
+
+    switch_prob = _Option(_check_switch_prob)
+    generator = _Option(_check_generator)
 
     def __init__(
         self,
@@ -396,23 +506,33 @@ class CutMixOrMixUp(_WorkerStreams):
         switch_prob: float = 0.5,
         generator: torch.Generator | None = None,
     ) -> None:
+        self.cutmix = cutmix
+        self.mixup = mixup
+        self.switch_prob = switch_prob
+        self.generator = generator
+
+    @property
+    def cutmix(self) -> CutMix:
+        return self._cutmix
+
+    @cutmix.setter
+    def cutmix(self, cutmix: CutMix) -> None:
         if not isinstance(cutmix, CutMix):
             raise TypeError(f"cutmix: expected a CutMix, got {type(cutmix).__name__}")
+        if "_mixup" in self.__dict__:
+            _check_agree(cutmix, self._mixup)
+        self._cutmix = cutmix
+
+    @property
+    def mixup(self) -> MixUp:
+        return self._mixup
+
+    @mixup.setter
+    def mixup(self, mixup: MixUp) -> None:
         if not isinstance(mixup, MixUp):
             raise TypeError(f"mixup: expected a MixUp, got {type(mixup).__name__}")
-        if cutmix.data_format != mixup.data_format:
-            raise ValueError(
-                f"mixup: expected data_format {cutmix.data_format!r} like cutmix, got {mixup.data_format!r}"
-            )
-        if (
-            isinstance(switch_prob, bool)
-            or not isinstance(switch_prob, int | float)
-            or not (0.0 <= switch_prob <= 1.0)
-        ):
-            raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
-        self.cutmix, self.mixup = cutmix, mixup
-        self.switch_prob = float(switch_prob)
-        self.generator = _check_generator(generator)
+        _check_agree(self._cutmix, mixup)
+        self._mixup = mixup
 
     def __call__(
         self,
@@ -426,6 +546,7 @@ class CutMixOrMixUp(_WorkerStreams):
     ) -> tuple[Tensor, ...]:
         """As the ops' call; ``dense`` (masks, boxes, ...) go to the op picked. Masks come back as a
         tensor from CutMix and as :class:`MixedMasks` from MixUp: :func:`mask_cross_entropy` takes both."""
+        _check_agree(self.cutmix, self.mixup)  # their options may have been set since
         use_cutmix = torch.rand((), generator=self._generator_here()).item() < self.switch_prob
         op = self.cutmix if use_cutmix else self.mixup
         return op(images, labels, images2, labels2, return_params=return_params, **dense)

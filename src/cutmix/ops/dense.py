@@ -12,8 +12,10 @@ path, unchanged: its draws and pixels are bit-identical with and without masks o
   each sample's weight) instead of one mask; :func:`mask_cross_entropy` turns either form into the
   loss without materialising K×H×W soft targets.
 * ``boxes``: xyxy pixel coordinates (pixel i spans [i, i+1)), a padded (B, N, 4) tensor with (B, N)
-  ``box_labels`` (−1 marks padding), or lists of per-image (n_i, 4) and (n_i,) tensors. Returned as
-  :class:`MixedBoxes`: padded (B, N + N2, 4), kept boxes first (or lists again for list input).
+  ``box_labels`` (−1 marks padding), or lists of per-image (n_i, 4) and (n_i,) tensors. Box labels may
+  have any integer dtype; unsigned ones are all class ids (uint8 has no −1). Returned as
+  :class:`MixedBoxes`: padded (B, N + N2, 4), kept boxes first, int64 labels with −1 padding (or lists
+  again for list input).
   **Box rule:** in a sample that was cut or pasted, each box becomes the tightest box around its part
   still visible (own boxes: outside the hole; partner boxes: inside the pasted region) and is kept when
   that part covers at least ``min_visibility`` (default 0.25) of the box's area; zero-area boxes have
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cutmix.ops.apply import _NO_ARITHMETIC
 from cutmix.ops.params import MixParams
 
 if TYPE_CHECKING:
@@ -57,7 +60,7 @@ class MixedMasks(NamedTuple):
 
 
 class MixedBoxes(NamedTuple):
-    """Boxes after a mix: ``boxes`` xyxy (B, M, 4) in the input's dtype, ``labels`` (B, M) (−1:
+    """Boxes after a mix: ``boxes`` xyxy (B, M, 4) in the input's dtype, ``labels`` (B, M) int64 (−1:
     padding) and ``weights`` (B, M) float32 (1 for CutMix and Cutout, λ or 1 − λ for MixUp, 0 for
     padding). Kept boxes come first in each row, own boxes before partner boxes. For list input, each
     field is a list of per-image tensors without the padding."""
@@ -165,10 +168,21 @@ def _pad_box_list(
             raise ValueError(f"{label_name}: expected ({b.shape[0]},) for image {i}'s boxes, got {shape}")
         if b.dtype != boxes[0].dtype or lab.dtype != labels[0].dtype:
             raise ValueError(f"{name}, {label_name}: expected one dtype for every image, got several")
-    # A loop over images, but only to pad: everything after runs on the padded batch.
+    _check_box_label_dtype(labels[0], label_name)
+    # A loop over images, but only to pad: everything after runs on the padded batch. Labels become
+    # int64 first: uint8 ids cannot hold the -1 that pads them.
     padded = torch.nn.utils.rnn.pad_sequence(list(boxes), batch_first=True, padding_value=0)
-    padded_labels = torch.nn.utils.rnn.pad_sequence(list(labels), batch_first=True, padding_value=-1)
+    padded_labels = torch.nn.utils.rnn.pad_sequence(
+        [lab.long() for lab in labels], batch_first=True, padding_value=-1
+    )
     return padded, padded_labels
+
+
+def _check_box_label_dtype(labels: Tensor, label_name: str) -> None:
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"{label_name}: expected integer class ids (−1 for padding), got dtype {labels.dtype}"
+        )
 
 
 def _check_boxes(
@@ -195,10 +209,10 @@ def _check_boxes(
         raise TypeError(f"{label_name}: expected a (B, N) tensor of class ids, got {type(labels).__name__}")
     if boxes.dtype == torch.bool or boxes.is_complex():
         raise ValueError(f"{name}: expected float or integer pixel coordinates, got dtype {boxes.dtype}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(
-            f"{label_name}: expected integer class ids (−1 for padding), got dtype {labels.dtype}"
-        )
+    _check_box_label_dtype(labels, label_name)
+    # int64 whatever the integer dtype, so every dtype gives what int64 gives: signed ids keep −1 as
+    # padding; unsigned ones (uint8 cannot hold −1) are all class ids, and the output pads with −1.
+    labels = labels.long()
     if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4:
         raise ValueError(f"{name}: expected shape ({batch}, N, 4) (xyxy), got {tuple(boxes.shape)}")
     if tuple(labels.shape) != tuple(boxes.shape[:2]):
@@ -209,7 +223,8 @@ def _check_boxes(
         if tensor.device != images.device:
             raise ValueError(f"{what}: expected device {images.device} like images, got {tensor.device}")
     valid = labels >= 0
-    x0, y0, x1, y1 = boxes.unbind(-1)
+    # Compared in int64 where torch has no comparison kernels for the dtype (uint16/32/64).
+    x0, y0, x1, y1 = (boxes.long() if boxes.dtype in _NO_ARITHMETIC else boxes).unbind(-1)
     inside = (x0 >= 0) & (y0 >= 0) & (x1 <= width) & (y1 <= height)  # False for NaN too
     ordered = (x1 >= x0) & (y1 >= y0)
     bad_label, bad_box = labels < -1, valid & ~(inside & ordered)
@@ -440,14 +455,18 @@ def mix_boxes(
         partner, keep2 = cut_partner_boxes(boxes2, labels2, params, min_visibility)
         parts.append((partner.to(own.dtype), labels2, torch.ones_like(labels2, dtype=torch.float32), keep2))
         return _pack(parts, boxes.dtype)
-    # MixUp: every box stays where it was, weighted by its image's share of the blend.
+    # MixUp: every box stays where it was, weighted by its image's share of the blend (gathered in
+    # int64 where torch has no gather for the dtype, and cast back: the values are unchanged).
+    dtype = boxes.dtype
+    if dtype in _NO_ARITHMETIC:
+        boxes, boxes2 = boxes.long(), boxes2.long()
     weight = params.weight[:, None]
     keep, keep2 = (labels >= 0) & (weight > 0), (labels2 >= 0) & (weight < 1)
     parts = [
         (boxes, labels, weight.expand(labels.shape), keep),
         (boxes2, labels2, (1.0 - weight).expand(labels2.shape), keep2),
     ]
-    return _pack(parts, boxes.dtype)
+    return _pack(parts, dtype)
 
 
 def _unpad(boxes: Tensor, labels: Tensor, weights: Tensor) -> MixedBoxes:
