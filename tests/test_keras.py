@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -24,9 +25,12 @@ from hypothesis import strategies as st
 from scipy import stats
 
 # Keras fixes its backend at import: the torch backend needs no TensorFlow or JAX.
-os.environ["KERAS_BACKEND"] = "torch"
+# test_this_file_on_jax runs this file again with CUTMIX_TEST_KERAS_BACKEND=jax, where only the
+# keras.ops path exists.
+BACKEND = os.environ.get("CUTMIX_TEST_KERAS_BACKEND", "torch")
+os.environ["KERAS_BACKEND"] = BACKEND
 keras = pytest.importorskip("keras")
-if keras.config.backend() != "torch":  # pragma: no cover - keras imported earlier with another backend
+if keras.config.backend() != BACKEND:  # pragma: no cover - keras imported earlier with another backend
     pytest.skip(f"Keras was imported with the {keras.config.backend()} backend", allow_module_level=True)
 
 import torch  # noqa: E402
@@ -35,7 +39,7 @@ from cutmix.keras import CutMix, CutMixOrMixUp, Cutout, MixUp  # noqa: E402
 from cutmix.keras import _box_params as box_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ["torch_op", "keras_ops"]
+PATHS = ["torch_op", "keras_ops"] if BACKEND == "torch" else ["keras_ops"]
 DTYPES = ["uint8", "int32", "float32"]
 
 
@@ -82,7 +86,8 @@ shapes = st.tuples(st.integers(1, 7), st.integers(1, 3), st.integers(1, 11), st.
 
 
 @pytest.mark.parametrize("path", PATHS)
-@settings(max_examples=40, deadline=None)
+# Fewer on JAX, whose eager ops compile for each new shape (the same code as keras_ops here).
+@settings(max_examples=40 if BACKEND == "torch" else 12, deadline=None)
 @given(
     shape=shapes,
     dtype=st.sampled_from(DTYPES),
@@ -430,7 +435,10 @@ def test_bad_labels_on_the_keras_ops_path():
     images = np.zeros((2, 4, 4, 3), np.float32)
     with pytest.raises(ValueError, match="num_classes: expected an int when labels are class ids, got None"):
         layer(images, np.array([0, 1]))
-    with pytest.raises(ValueError, match="labels: expected float probabilities of shape"):
+    with pytest.raises(
+        ValueError,
+        match=r"labels: expected int class ids of shape \(B,\) or \(B, 1\), or float probabilities",
+    ):
         layer(images, np.zeros((2, 3), np.int64))
     with pytest.raises(ValueError, match=r"labels: expected \(B, 5\) probabilities, got \(2, 3\)"):
         on_path(CutMix(num_classes=5), "keras_ops")(images, np.zeros((2, 3), np.float32))
@@ -438,8 +446,6 @@ def test_bad_labels_on_the_keras_ops_path():
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside Keras
 def test_readme_keras_example_runs():
-    import re
-
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = [
         b
@@ -551,15 +557,79 @@ print("BACKEND OK", keras.config.backend())
 """
 
 
+# JAX (CPU) is pinned in the test extra (pyproject.toml), so CI always has it; TensorFlow is optional.
+_REQUIRED_IN_CI = {"jax"}
+
+
+def needs_backend(module: str) -> None:
+    """Skips where ``module`` is not installed, except a backend the test extra installs when CI=true:
+    missing there, the run fails instead of passing on a skip."""
+    if importlib.util.find_spec(module) is not None:
+        return
+    if module in _REQUIRED_IN_CI and os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail(
+            f'{module}: expected it installed (CI=true, and the test extra pins it: pip install -e ".[test]"), '
+            "got none",
+            pytrace=False,
+        )
+    pytest.skip(f"{module} is not installed")
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="started from the torch run")
+@pytest.mark.parametrize("ci, outcome", [("true", "1 failed"), ("", "1 skipped")])
+def test_missing_backend_fails_only_in_ci(ci, outcome):
+    # test_other_backend[jax-jax] in a pytest of its own, where jax cannot be imported.
+    code = ("import sys; sys.modules['jax'] = None  # as if not installed\n"
+            "import pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', sys.argv[1]]))")  # fmt: skip
+    target = f"{ROOT / 'tests' / 'test_keras.py'}::test_other_backend[jax-jax]"
+    env = {**os.environ, "CI": ci, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", code, target], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    summary = run.stdout.strip().splitlines()[-1]
+    assert outcome in summary, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.returncode == (1 if ci else 0)
+    if ci:
+        assert (
+            'jax: expected it installed (CI=true, and the test extra pins it: pip install -e ".[test]")'
+            in run.stdout
+        )
+
+
 @pytest.mark.parametrize("backend, module", [("jax", "jax"), ("tensorflow", "tensorflow")])
 def test_other_backend(backend, module):
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed")
+    needs_backend(module)
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run([sys.executable, "-c", textwrap.dedent(_BACKEND_CHECK)], env=env, capture_output=True,
                          text=True, timeout=600)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"BACKEND OK {backend}" in run.stdout
+
+
+# Each Keras test file again on JAX, where only the keras.ops path exists (and the tests that pick
+# a path run it alone). Left out: what is not about the layers on a backend (the other-backend
+# subprocesses, the example's training run and model, the README's torch-backend snippet, the
+# import messages) and this test itself.
+_ON_JAX = {
+    "test_keras.py": "not other_backend and not example and not readme and not on_jax and not missing_backend",
+    "test_keras_dense.py": "",
+    "test_keras_defects.py": "not import_without",
+}
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="started from the torch run")
+@pytest.mark.parametrize("name", sorted(_ON_JAX))
+def test_file_on_jax(name):
+    needs_backend("jax")
+    env = {**os.environ, "CUTMIX_TEST_KERAS_BACKEND": "jax", "KERAS_BACKEND": "jax",
+           "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / name)]
+    if _ON_JAX[name]:
+        command += ["-k", _ON_JAX[name]]
+    run = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=580)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.search(r"\b\d+ passed\b", summary), summary
+    assert not re.search(r"skipped|failed|error", summary), summary  # every test ran, on JAX
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Keras 3 layers: per-sample CutMix, MixUp, Cutout and CutMixOrMixUp with the torch ops' semantics.
 
-``pip install "cutmix[keras]"``. The layers are a drop-in for ``keras.layers.CutMix``::
+``pip install -e ".[keras]"`` from the clone, and a Keras backend that loads (``KERAS_BACKEND=torch``
+or ``jax``; Keras' default is TensorFlow). The layers are a drop-in for ``keras.layers.CutMix``::
 
     from cutmix.keras import CutMix
 
@@ -13,6 +14,13 @@ centre box, each target weight equal to the share of pixels actually pasted, and
 box is empty (or that is paired with itself, or not drawn by ``p``) keeps its image and label
 exactly. Integer images stay integer (Keras itself casts floating images to the layer's compute
 dtype before the call). ``training=False`` returns the inputs unchanged.
+
+Labels are class ids of any integer dtype, (B,) or (B, 1) as ``keras.datasets`` gives them, or float
+probabilities (B, K). Both implementations check their inputs with the same code before either runs,
+so they refuse alike; values (class ids in range, boxes inside the image) are checked where they can
+be read without waiting for an accelerator or tracing (NumPy, CPU torch tensors, concrete CPU JAX
+arrays), not in traced graphs or TensorFlow. Box labels come back int64 (int32 on JAX without x64)
+with -1 for padding; unsigned box labels are class ids only (they cannot hold the -1).
 
 Two implementations, one semantics:
 
@@ -30,17 +38,12 @@ it is, and with Keras 3 only.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 from typing import Any
 
-try:
-    import keras
-    from keras import ops
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError('cutmix.keras needs Keras 3: pip install "cutmix[keras]"') from error
-
-if not keras.__version__.startswith("3."):  # pragma: no cover - depends on the environment
-    raise ImportError(f"cutmix.keras needs Keras 3, got Keras {keras.__version__}")
+import numpy as np
 
 from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, _check_min_visibility, mask_channel_dim
 from cutmix.ops.params import (
@@ -52,6 +55,37 @@ from cutmix.ops.params import (
     _check_cutout_size,
     _check_p,
 )
+
+# The project is installed from its clone, not from a package index.
+_INSTALL = 'pip install -e ".[keras]" from the cutmix clone (or pip install "keras>=3.8")'
+
+
+def _import_error_message(error: ImportError) -> str:
+    """Why ``import keras`` failed, and what to do: Keras missing, or installed with a backend that
+    cannot load (its default is TensorFlow, which this project does not install)."""
+    if importlib.util.find_spec("keras") is None:
+        return f"cutmix.keras needs Keras 3, which is not installed: {_INSTALL}"
+    chosen = os.environ.get("KERAS_BACKEND")
+    backend = (
+        f"KERAS_BACKEND={chosen}"
+        if chosen
+        else "KERAS_BACKEND is not set, so Keras loads its default, TensorFlow, unless "
+        "~/.keras/keras.json names another"
+    )
+    return (
+        f"cutmix.keras: Keras is installed but its backend could not load ({backend}; {error}): "
+        "set KERAS_BACKEND=torch (or jax) before importing keras, or install TensorFlow"
+    )
+
+
+try:
+    import keras
+    from keras import ops
+except ImportError as error:  # depends on the environment: tested in subprocesses
+    raise ImportError(_import_error_message(error)) from error
+
+if not keras.__version__.startswith("3."):  # pragma: no cover - depends on the environment
+    raise ImportError(f"cutmix.keras needs Keras 3, got Keras {keras.__version__}")
 
 try:  # Keras internals, used only to decide whether the direct call below is safe (see __call__)
     from keras.src.backend.common.global_state import get_global_attribute as _keras_global
@@ -108,6 +142,39 @@ def _check_data_format(data_format: str | None) -> str:
     return _check_choice("data_format", data_format, DATA_FORMATS)
 
 
+def _check_fill(fill: float) -> float:
+    if isinstance(fill, bool) or not isinstance(fill, int | float) or not math.isfinite(fill):
+        raise ValueError(f"fill: expected a finite number, got {fill!r}")
+    return float(fill)
+
+
+def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    return _check_cutout_size(tuple(size) if isinstance(size, list) else size)
+
+
+class _Setting:
+    """A layer option, checked by the constructor's own check whenever it is set: ``layer.p = 5``
+    is refused as ``CutMix(p=5)`` is, and a new value takes effect on the next call on both paths
+    (the keras.ops path reads it on every call; the torch op is rebuilt, see ``_current_torch_op``)."""
+
+    def __init__(self, check: Any) -> None:
+        self.check = check
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, f"_setting_{name}"
+
+    def __get__(self, layer: Any, owner: type | None = None) -> Any:
+        if layer is None:
+            return self
+        try:
+            return layer.__dict__[self.slot]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, layer: Any, value: Any) -> None:
+        layer.__dict__[self.slot] = self.check(value)
+
+
 def _rank(x: Any) -> int:
     return len(x.shape)
 
@@ -119,6 +186,8 @@ def _check_images(images: Any, data_format: str, name: str = "images") -> None:
     dtype = keras.backend.standardize_dtype(images.dtype)
     if dtype == "bool" or dtype.startswith("complex"):
         raise ValueError(f"{name}: expected integer or floating-point images, got dtype {dtype}")
+    if images.shape[0] == 0:  # as the torch ops refuse it (a batch size unknown until run passes)
+        raise ValueError(f"{name}: expected a batch of at least 1 image, got an empty batch")
 
 
 def _check_pair(images: Any, labels: Any, images2: Any, labels2: Any) -> None:
@@ -130,6 +199,89 @@ def _check_pair(images: Any, labels: Any, images2: Any, labels2: Any) -> None:
         raise ValueError(
             f"images2: expected the shape and dtype of images {tuple(images.shape)} {images.dtype}, "
             f"got {tuple(images2.shape)} {images2.dtype}"
+        )
+
+
+def _host_values(x: Any) -> np.ndarray | None:
+    """``x`` as a NumPy array where its values can be read now without waiting for an accelerator:
+    NumPy arrays, CPU torch tensors, concrete CPU JAX arrays. None elsewhere (traced graphs, symbolic
+    tensors, accelerators), where nothing can be raised on values."""
+    if isinstance(x, np.ndarray):
+        return x
+    backend = keras.config.backend()
+    if backend == "torch":
+        import torch
+
+        if isinstance(x, torch.Tensor) and x.device.type == "cpu" and not torch.compiler.is_compiling():
+            return x.detach().numpy()
+    elif backend == "jax":
+        import jax
+
+        if (
+            isinstance(x, jax.Array)
+            and not isinstance(x, jax.core.Tracer)
+            and all(device.platform == "cpu" for device in x.devices())
+        ):
+            return np.asarray(x)
+    return None
+
+
+def _is_ids(dtype: str) -> bool:
+    return keras.backend.is_int_dtype(dtype) and dtype != "bool"
+
+
+def _class_labels(labels: Any, images: Any, num_classes: int | None, name: str = "labels") -> Any:
+    """Checks ``labels`` for both implementations alike (same conditions, same messages) and returns
+    them as the two take them: class ids of any integer dtype, (B,) or (B, 1) as
+    ``keras.datasets`` gives them, become (B,) ids; float (B, K) probabilities are kept."""
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if _is_ids(dtype) and _rank(labels) == 2 and labels.shape[1] == 1:
+        labels = ops.reshape(labels, (-1,))
+    rank = _rank(labels)
+    if rank not in (1, 2):
+        raise ValueError(
+            f"{name}: expected class ids (B,) or (B, 1), or probabilities (B, K), "
+            f"got shape {tuple(labels.shape)}"
+        )
+    batch = images.shape[0]
+    if batch is not None and labels.shape[0] is not None and labels.shape[0] != batch:
+        images_name = "images2" if name == "labels2" else "images"
+        raise ValueError(
+            f"{name}: expected {batch} labels to match {images_name}' batch size, "
+            f"got shape {tuple(labels.shape)}"
+        )
+    if rank == 2:
+        if not keras.backend.is_float_dtype(dtype):
+            raise ValueError(
+                f"{name}: expected int class ids of shape (B,) or (B, 1), or float probabilities of shape "
+                f"(B, K), got dtype {dtype} of shape {tuple(labels.shape)}"
+            )
+        if num_classes is not None and labels.shape[1] is not None and labels.shape[1] != num_classes:
+            raise ValueError(f"{name}: expected (B, {num_classes}) probabilities, got {tuple(labels.shape)}")
+        return labels
+    if not _is_ids(dtype):
+        raise ValueError(f"{name}: expected int class ids of shape (B,) or (B, 1), got dtype {dtype}")
+    if num_classes is None:
+        raise ValueError("num_classes: expected an int when labels are class ids, got None")
+    values = _host_values(labels)
+    if values is not None and values.size:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{name}: expected class ids in [0, {num_classes}), got values in [{low}, {high}]"
+            )
+    return labels
+
+
+def _check_representable(name: str, value: float, dtype: str, of: str) -> None:
+    """A fill value that an integer ``dtype`` cannot hold is refused, not wrapped or left to a cast
+    that overflows on one backend and not on another."""
+    if not keras.backend.is_int_dtype(dtype):
+        return
+    low, high = _int_range(dtype)
+    if not low <= value <= high:
+        raise ValueError(
+            f"{name}: expected a value representable in {of} {dtype} ([{low}, {high}]), got {value!r}"
         )
 
 
@@ -147,7 +299,8 @@ def _to_targets(labels: Any, num_classes: int | None, label_smoothing: float) ->
             raise ValueError(f"labels: expected int class ids of shape (B,), got dtype {dtype}")
         if num_classes is None:
             raise ValueError("num_classes: expected an int when labels are class ids, got None")
-        targets = ops.one_hot(labels, num_classes, dtype="float32")
+        # int32 ids whatever their dtype (JAX has no int64 by default; checked < num_classes).
+        targets = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
     elif _rank(labels) == 2:
         if not keras.backend.is_float_dtype(dtype):
             raise ValueError(f"labels: expected float probabilities of shape (B, K), got dtype {dtype}")
@@ -376,24 +529,45 @@ def _box_parts(bounding_boxes: Any, images: Any, data_format: str) -> tuple[Any,
     return boxes, labels
 
 
-def _check_box_values(boxes: Any, labels: Any, images: Any, data_format: str) -> None:
-    """Value checks that need concrete tensors (the torch path): every real box inside the image and
-    ordered, labels >= -1. Traced graphs (JAX, TensorFlow) cannot raise on values."""
-    import torch
+def _box_label_dtype() -> str:
+    """The dtype of output box labels: int64 (−1 for padding), or int32 on JAX without x64, whose
+    widest integer it is."""
+    if keras.config.backend() == "jax":
+        import jax
 
+        if not jax.config.read("jax_enable_x64"):
+            return "int32"
+    return "int64"
+
+
+def _box_labels(labels: Any) -> Any:
+    """Box labels as both implementations take them: signed ids with −1 for padding, in
+    :func:`_box_label_dtype`. Unsigned labels hold class ids only (no −1 to pad with): every one
+    is a real box, and 255 in uint8 stays class 255."""
+    return ops.cast(labels, _box_label_dtype())
+
+
+def _check_box_values(boxes: Any, labels: Any, images: Any, data_format: str) -> None:
+    """Value checks for both implementations, where the values can be read now (see
+    :func:`_host_values`): every real box inside the image and ordered, labels >= -1. Traced graphs
+    (JAX, TensorFlow) and accelerators cannot raise on values."""
+    boxes_np, labels_np = _host_values(boxes), _host_values(labels)
+    if boxes_np is None or labels_np is None:
+        return
     _, height, width = (int(v) for v in _spatial(images, data_format))
-    labels_t = torch.as_tensor(labels)
-    x0, y0, x1, y1 = torch.as_tensor(boxes).unbind(-1)
-    inside = (x0 >= 0) & (y0 >= 0) & (x1 <= width) & (y1 <= height)  # False for NaN too
-    ordered = (x1 >= x0) & (y1 >= y0)
-    bad = (labels_t >= 0) & ~(inside & ordered)
-    if bool((labels_t < -1).any()):
+    if labels_np.size and labels_np.min() < -1:
         raise ValueError(
-            f"bounding_boxes['labels']: expected class ids >= 0, or -1 for padding, got {int(labels_t.min())}"
+            "bounding_boxes['labels']: expected class ids >= 0, or -1 for padding, "
+            f"got {int(labels_np.min())}"
         )
-    if bool(bad.any()):
-        b, n = (int(i) for i in bad.nonzero()[0])
-        box = [round(float(v), 3) for v in torch.as_tensor(boxes)[b, n]]
+    x0, y0, x1, y1 = (boxes_np[..., i] for i in range(4))
+    with np.errstate(invalid="ignore"):
+        inside = (x0 >= 0) & (y0 >= 0) & (x1 <= width) & (y1 <= height)  # False for NaN too
+        ordered = (x1 >= x0) & (y1 >= y0)
+    bad = (labels_np >= 0) & ~(inside & ordered)
+    if bad.any():
+        b, n = (int(i) for i in np.argwhere(bad)[0])
+        box = [round(float(v), 3) for v in boxes_np[b, n]]
         raise ValueError(
             f"bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= {width} and "
             f"0 <= y1 <= y2 <= {height}, got {box} for image {b}, box {n}"
@@ -486,9 +660,10 @@ def _pack_boxes(parts: list[tuple[Any, Any, Any, Any]], dtype: str, label_dtype:
 def _mix_boxes_keras(
     kind: str, boxes: Any, labels: Any, params: dict[str, Any], min_visibility: float
 ) -> dict[str, Any]:
-    """``bounding_boxes`` after the keras.ops mix: own boxes, then (CutMix, MixUp) partner boxes."""
+    """``bounding_boxes`` after the keras.ops mix: own boxes, then (CutMix, MixUp) partner boxes;
+    ``labels`` come from :func:`_box_labels`."""
     dtype = keras.backend.standardize_dtype(boxes.dtype)
-    label_dtype = keras.backend.standardize_dtype(labels.dtype)
+    label_dtype = _box_label_dtype()
     work, labels = ops.cast(boxes, "float32"), ops.cast(labels, "int32")
     ones = ops.ones(ops.shape(labels), dtype="float32")
     if kind == "mixup":
@@ -518,6 +693,13 @@ def _mix_boxes_keras(
     return _pack_boxes(parts, dtype, label_dtype)
 
 
+def _torch_ids(labels: Any) -> Any:
+    """Class ids (checked, (B,)) as int64 for the torch ops, whatever their integer dtype."""
+    if labels is None or not _is_ids(keras.backend.standardize_dtype(labels.dtype)):
+        return labels
+    return ops.cast(labels, "int64")
+
+
 def _leaves(data: dict[str, Any]) -> list[Any]:
     return [v for value in data.values() for v in (_leaves(value) if isinstance(value, dict) else [value])]
 
@@ -542,6 +724,12 @@ class _MixLayer(keras.layers.Layer):
     # too; the tests do, to check that implementation where JAX and TensorFlow are not installed.
     _prefer_torch_op = True
     kind = ""  # "cutmix", "mixup" or "cutout", as the torch ops: picks the mask and box rule
+    bounding_box_format = _Setting(_check_box_format)
+    num_classes = _Setting(_check_num_classes)
+    label_smoothing = _Setting(_check_smoothing)
+    data_format = _Setting(_check_data_format)
+    # The settings that _make_torch_op hands to the torch op: a change rebuilds it.
+    _torch_settings: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -553,13 +741,14 @@ class _MixLayer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.bounding_box_format = _check_box_format(bounding_box_format)
-        self.num_classes = _check_num_classes(num_classes)
-        self.label_smoothing = _check_smoothing(label_smoothing)
-        self.data_format = _check_data_format(data_format)
+        self.bounding_box_format = bounding_box_format
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.data_format = data_format
         self.seed = _check_seed(seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._torch_op: Any = None
+        self._torch_key: tuple = ()
         # Preprocessing: it holds no weights, so a model summary or a stateless call needs no build.
         self.built = True
 
@@ -633,17 +822,27 @@ class _MixLayer(keras.layers.Layer):
         if not training:
             return data if isinstance(data, dict) or labels is None else (images, labels)
         _check_images(images, self.data_format)
+        self._check_call(images)
         dense = _dense_inputs(data)
         if dense:
             return self._dense_call(images, labels, images2, labels2, dense)
         _check_pair(images, labels, images2, labels2)
         if images2 is not None:
             _check_images(images2, self.data_format, "images2")
+        # Checked here for both implementations: the same conditions and messages on either path.
+        labels = self._labels(labels, images)
+        labels2 = self._labels(labels2, images2, "labels2")
         if self._use_torch_op(images):
             mixed, targets = self._torch_call(images, labels, images2, labels2)
         else:
             mixed, targets = self._keras_call(images, labels, images2, labels2)
         return self._pack(data, mixed, targets)
+
+    def _check_call(self, images: Any) -> None:
+        """Raises where this layer's settings cannot apply to ``images`` (overridden by Cutout)."""
+
+    def _labels(self, labels: Any, images: Any, name: str = "labels") -> Any:
+        return None if labels is None else _class_labels(labels, images, self.num_classes, name)
 
     def _pack(self, data: Any, mixed: Any, targets: Any, dense: dict[str, Any] | None = None) -> Any:
         if isinstance(data, dict):
@@ -668,16 +867,20 @@ class _MixLayer(keras.layers.Layer):
                 "(the batch is mixed with its own partners)"
             )
         self._refuse_dense(dense)
+        # Every check here, before either implementation runs, so that both refuse alike and name
+        # Keras' keys; on an accelerator only the torch op checks values (without waiting for it).
+        labels = self._labels(labels, images)
         masks, bounding_boxes = dense.get("segmentation_masks"), dense.get("bounding_boxes")
         channel_axis = None if masks is None else _mask_layout(masks, images, self.data_format)
+        if masks is not None and self.kind == "cutout":
+            dtype = keras.backend.standardize_dtype(masks.dtype)
+            _check_representable("mask_fill", self.mask_fill, dtype, "the segmentation_masks'")
         boxes = box_labels = None
         if bounding_boxes is not None:
             boxes, box_labels = _box_parts(bounding_boxes, images, self.data_format)
+            box_labels = _box_labels(box_labels)
+            _check_box_values(boxes, box_labels, images, self.data_format)
         if self._use_torch_op(images):
-            # Names Keras' keys in its messages; on an accelerator only the torch op checks (without
-            # waiting for the device).
-            if boxes is not None and images.device.type == "cpu":
-                _check_box_values(boxes, box_labels, images, self.data_format)
             mixed, targets, masks_out, boxes_out = self._torch_dense_call(
                 images, labels, masks, boxes, box_labels
             )
@@ -706,9 +909,9 @@ class _MixLayer(keras.layers.Layer):
     def _torch_dense_call(
         self, images: Any, labels: Any, masks: Any, boxes: Any, box_labels: Any
     ) -> tuple[Any, Any, Any, Any]:
-        if self._torch_op is None:
-            self._torch_op = self._make_torch_op()
-        result = list(self._torch_op(images, labels, masks=masks, boxes=boxes, box_labels=box_labels))
+        labels = _torch_ids(labels)
+        op = self._current_torch_op()
+        result = list(op(images, labels, masks=masks, boxes=boxes, box_labels=box_labels))
         mixed, targets = result[0], result[1]
         masks_out = result[2] if masks is not None else None
         boxes_out = None
@@ -733,7 +936,8 @@ class _MixLayer(keras.layers.Layer):
         mixed = keras.KerasTensor(images.shape, dtype=images.dtype)
         targets = None
         if labels is not None:
-            classes = self.num_classes if _rank(labels) == 1 else labels.shape[-1]
+            ids = _rank(labels) == 1 or _is_ids(keras.backend.standardize_dtype(labels.dtype))
+            classes = self.num_classes if ids else labels.shape[-1]
             targets = keras.KerasTensor((labels.shape[0], classes), dtype="float32")
         dense = {}
         for key, value in _dense_inputs(data).items():
@@ -744,7 +948,7 @@ class _MixLayer(keras.layers.Layer):
             count = boxes.shape[1] if self.kind == "cutout" or boxes.shape[1] is None else 2 * boxes.shape[1]
             dense[key] = {
                 "boxes": keras.KerasTensor((boxes.shape[0], count, 4), dtype=boxes.dtype),
-                "labels": keras.KerasTensor((box_labels.shape[0], count), dtype=box_labels.dtype),
+                "labels": keras.KerasTensor((box_labels.shape[0], count), dtype=_box_label_dtype()),
             }
             if self.kind == "mixup":
                 dense[key]["weights"] = keras.KerasTensor((box_labels.shape[0], count), dtype="float32")
@@ -770,20 +974,27 @@ class _MixLayer(keras.layers.Layer):
     def _make_torch_op(self) -> Any:
         raise NotImplementedError
 
+    def _current_torch_op(self) -> Any:
+        """The torch op, made on first use and made again after a setting it holds was changed (a
+        new generator seeded from the SeedGenerator: the draws it made ahead are dropped)."""
+        key = tuple(getattr(self, name) for name in self._torch_settings)
+        if self._torch_op is None or key != self._torch_key:
+            self._torch_op, self._torch_key = self._make_torch_op(), key
+        return self._torch_op
+
     def _torch_call(self, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
         import torch
 
-        if self._torch_op is None:
-            self._torch_op = self._make_torch_op()
+        op = self._current_torch_op()
         if labels is None:  # (then images2 is None too: checked in call)
             # The torch ops always take labels: stand-ins whose targets are dropped.
             batch = images.shape[0]
-            if self._torch_op.num_classes is None:
+            if op.num_classes is None:
                 labels = torch.ones(batch, 1, device=images.device)
             else:
                 labels = torch.zeros(batch, dtype=torch.int64, device=images.device)
-            return self._torch_op(images, labels)[0], None
-        return self._torch_op(images, labels, images2, labels2)
+            return op(images, labels)[0], None
+        return op(images, _torch_ids(labels), images2, _torch_ids(labels2))
 
     def _keras_call(
         self, images: Any, labels: Any, images2: Any, labels2: Any, params: dict[str, Any] | None = None
@@ -818,7 +1029,7 @@ class CutMix(_MixLayer):
         alpha: λ ~ Beta(alpha, alpha) per sample, alpha > 0 (``keras.layers.CutMix`` instead draws
             its α from U(0, factor) on every call).
         p: probability, drawn per sample, that the sample is mixed at all.
-        num_classes: K, needed when labels are int class ids (B,).
+        num_classes: K, needed when labels are int class ids, (B,) or (B, 1).
         label_smoothing: ε, applied to each sample's own target before mixing; don't smooth again
             in the loss.
         partner: ``"permute"`` (the paper), ``"roll"`` (torchvision), ``"flip"`` (timm). A second
@@ -833,6 +1044,13 @@ class CutMix(_MixLayer):
     """
 
     kind = "cutmix"
+    alpha = _Setting(_check_alpha)
+    p = _Setting(_check_p)
+    partner = _Setting(lambda value: _check_choice("partner", value, PARTNERS))
+    box = _Setting(lambda value: _check_choice("box", value, BOXES))
+    min_visibility = _Setting(_check_min_visibility)
+    _torch_settings = ("alpha", "p", "num_classes", "label_smoothing", "partner", "box", "data_format",
+                       "min_visibility")  # fmt: skip
 
     def __init__(
         self,
@@ -849,11 +1067,11 @@ class CutMix(_MixLayer):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
-        self.alpha = _check_alpha(alpha)
-        self.p = _check_p(p)
-        self.partner = _check_choice("partner", partner, PARTNERS)
-        self.box = _check_choice("box", box, BOXES)
-        self.min_visibility = _check_min_visibility(min_visibility)
+        self.alpha = alpha
+        self.p = p
+        self.partner = partner
+        self.box = box
+        self.min_visibility = min_visibility
 
     def _make_torch_op(self) -> Any:
         from cutmix.ops import CutMix as TorchCutMix
@@ -897,6 +1115,10 @@ class MixUp(_MixLayer):
     """
 
     kind = "mixup"
+    alpha = _Setting(_check_alpha)
+    p = _Setting(_check_p)
+    partner = _Setting(lambda value: _check_choice("partner", value, PARTNERS))
+    _torch_settings = ("alpha", "p", "num_classes", "label_smoothing", "partner", "data_format")
 
     def __init__(
         self,
@@ -910,9 +1132,9 @@ class MixUp(_MixLayer):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
-        self.alpha = _check_alpha(alpha)
-        self.p = _check_p(p)
-        self.partner = _check_choice("partner", partner, PARTNERS)
+        self.alpha = alpha
+        self.p = p
+        self.partner = partner
 
     def _make_torch_op(self) -> Any:
         from cutmix.ops import MixUp as TorchMixUp
@@ -962,6 +1184,13 @@ class Cutout(_MixLayer):
     :class:`CutMix` cuts them (``min_visibility``)."""
 
     kind = "cutout"
+    size = _Setting(_check_size)
+    p = _Setting(_check_p)
+    fill = _Setting(_check_fill)
+    mask_fill = _Setting(_check_mask_fill)
+    min_visibility = _Setting(_check_min_visibility)
+    _torch_settings = ("size", "p", "num_classes", "label_smoothing", "fill", "data_format", "mask_fill",
+                       "min_visibility")  # fmt: skip
 
     def __init__(
         self,
@@ -978,13 +1207,11 @@ class Cutout(_MixLayer):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
-        self.mask_fill = _check_mask_fill(mask_fill)
-        self.min_visibility = _check_min_visibility(min_visibility)
-        self.size = _check_cutout_size(tuple(size) if isinstance(size, list) else size)
-        self.p = _check_p(p)
-        if isinstance(fill, bool) or not isinstance(fill, int | float) or not math.isfinite(fill):
-            raise ValueError(f"fill: expected a finite number, got {fill!r}")
-        self.fill = float(fill)
+        self.mask_fill = mask_fill
+        self.min_visibility = min_visibility
+        self.size = size
+        self.p = p
+        self.fill = fill
 
     def _make_torch_op(self) -> Any:
         from cutmix.ops import Cutout as TorchCutout
@@ -993,6 +1220,10 @@ class Cutout(_MixLayer):
             self.size, self.p, self.num_classes, self.label_smoothing, self.fill, self.data_format,
             self._torch_generator(), mask_fill=self.mask_fill, min_visibility=self.min_visibility,
         )  # fmt: skip
+
+    def _check_call(self, images: Any) -> None:
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        _check_representable("fill", self.fill, dtype, "the images'")
 
     def _draw(self, images: Any, paired: bool) -> dict[str, Any]:
         batch, height, width = _spatial(images, self.data_format)
@@ -1015,6 +1246,16 @@ class Cutout(_MixLayer):
         return config
 
 
+def _check_switch_prob(switch_prob: float) -> float:
+    if (
+        isinstance(switch_prob, bool)
+        or not isinstance(switch_prob, int | float)
+        or not 0.0 <= switch_prob <= 1.0
+    ):
+        raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
+    return float(switch_prob)
+
+
 @keras.saving.register_keras_serializable(package="cutmix")
 class CutMixOrMixUp(_MixLayer):
     """Per batch, ``cutmix`` with probability ``switch_prob``, else ``mixup`` (timm's ``switch_prob``).
@@ -1024,6 +1265,8 @@ class CutMixOrMixUp(_MixLayer):
     keras.ops implementation (traced graphs) both ops run on every batch and the switch selects one
     result, so that no data-dependent branch is traced.
     """
+
+    switch_prob = _Setting(_check_switch_prob)
 
     def __init__(
         self,
@@ -1045,15 +1288,10 @@ class CutMixOrMixUp(_MixLayer):
             if getattr(cutmix, name) != getattr(mixup, name):
                 expected, got = getattr(cutmix, name), getattr(mixup, name)
                 raise ValueError(f"mixup: expected {name}={expected!r} like cutmix, got {got!r}")
-        if (
-            isinstance(switch_prob, bool)
-            or not isinstance(switch_prob, int | float)
-            or not 0.0 <= switch_prob <= 1.0
-        ):
-            raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
+        _check_switch_prob(switch_prob)
         super().__init__(cutmix.num_classes, cutmix.label_smoothing, cutmix.data_format, seed, **kwargs)
         self.cutmix, self.mixup = cutmix, mixup
-        self.switch_prob = float(switch_prob)
+        self.switch_prob = switch_prob
 
     def _use_torch_op(self, images: Any) -> bool:
         # The switch follows this layer's flag; both sub-layers take the same path.
