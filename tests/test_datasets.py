@@ -495,6 +495,71 @@ def test_image_tree_converts_modes_to_rgb(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds.train_images[2], np.broadcast_to([1, 2, 3], (4, 4, 3)))
 
 
+SIXTEEN_BIT = np.array([[0, 255, 256, 511, 32768], [40000, 65280, 65535, 1000, 12345]], dtype=np.uint16)
+
+
+def test_sixteen_bit_grey_images_keep_their_high_byte(tmp_path: Path) -> None:
+    """A 16-bit PNG opens as mode I;16; Pillow's convert("RGB") clips it to white (every value above
+    255). Each value v must become v >> 8 in all three channels, whatever the 16-bit mode."""
+    expected = np.repeat((SIXTEEN_BIT >> 8).astype(np.uint8)[..., None], 3, axis=-1)
+    raw = {"I;16": SIXTEEN_BIT, "I;16L": SIXTEEN_BIT.astype("<u2"), "I;16B": SIXTEEN_BIT.astype(">u2"),
+           "I": SIXTEEN_BIT.astype(np.int32)}  # fmt: skip
+    for mode, values in raw.items():
+        image = Image.frombytes(mode, (5, 2), values.tobytes())
+        np.testing.assert_array_equal(np.asarray(imagetree.to_rgb(image, "x.png")), expected, err_msg=mode)
+    # Values no 16-bit image holds, and float pixels, have no range to scale from: refused by name.
+    with pytest.raises(ValueError, match=r"x.tif: expected 32-bit integer pixels within 0..65535"):
+        imagetree.to_rgb(Image.frombytes("I", (1, 1), np.array([70000], np.int32).tobytes()), "x.tif")
+    with pytest.raises(ValueError, match=r"x.tif: expected 8- or 16-bit pixels, got 32-bit float"):
+        imagetree.to_rgb(Image.new("F", (1, 1), 0.5), "x.tif")
+
+
+def test_image_tree_of_sixteen_bit_pngs_is_not_white(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    rng = np.random.default_rng(3)
+    written = []
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            values = rng.integers(0, 65536, (6, 5), dtype=np.uint16)
+            Image.fromarray(values).save(root / split / cls / "x.png")
+            written.append(values)
+    with Image.open(root / "train" / "a" / "x.png") as image:
+        assert image.mode == "I;16"  # what a 16-bit grey PNG decodes as
+    ds = load_dataset(root, cache_dir=tmp_path / "cache", progress=False)
+    for got, values in zip([*ds.train_images, *ds.test_images], written, strict=True):
+        np.testing.assert_array_equal(got, np.repeat((values >> 8).astype(np.uint8)[..., None], 3, axis=-1))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_image_tree_cache_gets_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    root, cache = tmp_path / "tree", tmp_path / "cache"
+    write_tree(root, {"train": {"a": 1}, "test": {"a": 1}})
+    before = os.umask(0o027)
+    try:
+        load_dataset(root, cache_dir=cache, progress=False)
+    finally:
+        os.umask(before)
+    (npz,) = (cache / "image-trees").glob("*.npz")
+    assert oct(npz.stat().st_mode & 0o777) == oct(0o666 & ~0o027)
+
+
+def test_a_file_that_is_not_a_data_set_is_one_line_naming_what_it_is(tmp_path: Path) -> None:
+    photo = tmp_path / "fake.jpg"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(photo)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"not a tar archive")
+    for path, what in ((photo, "got an image file; to classify single images, use cutmix predict"),
+                       (text, "got a file that is not a tar archive"),
+                       (archive, "cannot read the tar archive (truncated or corrupt?): not a tar")):  # fmt: skip
+        with pytest.raises(ValueError) as info:
+            load_dataset(path)
+        message = str(info.value)
+        assert message.startswith(str(path)) and what in message and "\n" not in message, message
+
+
 def test_image_tree_cache_hit_and_invalidation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root, cache = tmp_path / "tree", tmp_path / "cache"
     write_tree(root, {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})

@@ -82,6 +82,17 @@ def test_download_verifies_and_publishes(tmp_path: Path) -> None:
     assert md5sum(dest) == PAYLOAD_MD5
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_download_gets_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    before = os.umask(0o002)
+    try:
+        with serve({"/f.bin": (PAYLOAD, None)}) as (base, _):
+            dest = download_file(f"{base}/f.bin", tmp_path / "f.bin", PAYLOAD_MD5, progress=False)
+    finally:
+        os.umask(before)
+    assert oct(dest.stat().st_mode & 0o777) == oct(0o664)  # mkstemp made it 0o600
+
+
 def test_download_replaces_a_bad_existing_copy(tmp_path: Path) -> None:
     dest = tmp_path / "f.bin"
     dest.write_bytes(b"stale")

@@ -272,6 +272,33 @@ def _read_cifar_folder(folder: Path, fmt: _CifarFormat) -> Dataset:
     return _assemble(fmt, objs, str(folder), str(folder.resolve()))
 
 
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# How image files begin (PNG, JPEG, GIF, BMP, WebP's RIFF, TIFF both byte orders).
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (tarfile lists one reason per compression method, a line each)."""
+    return "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
+def _not_a_tarball(path: Path, exc: tarfile.ReadError) -> str:
+    """Why ``path`` (a file tarfile cannot open) is not a data set, on one line."""
+    if not str(exc).startswith("file could not be opened successfully"):  # a tar damaged inside
+        return f"{path}: cannot read the tar archive (truncated or corrupt?): {_one_line(exc)}"
+    if path.name.lower().endswith(_TAR_SUFFIXES):
+        reason = "not a tar, tar.gz, tar.bz2 or tar.xz file"
+        return f"{path}: cannot read the tar archive (truncated or corrupt?): {reason}"
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    what = "an image file" if head.startswith(_IMAGE_MAGIC) else "a file that is not a tar archive"
+    hint = "; to classify single images, use cutmix predict" if what == "an image file" else ""
+    return (
+        f"{path}: expected a data set (a CIFAR tarball such as cifar-10-python.tar.gz, an extracted "
+        f"CIFAR folder, or an image tree folder ROOT/{{train,test}}/<class>/), got {what}{hint}"
+    )
+
+
 def _read_cifar_tarball(path: Path) -> Dataset:
     """Read the batches straight out of the archive: nothing is extracted, so nothing is written."""
     objs: dict[str, dict[str, Any]] = {}
@@ -293,8 +320,12 @@ def _read_cifar_tarball(path: Path) -> Dataset:
                     raise DataError(f"{path}: holds both CIFAR-10 and CIFAR-100 members")
                 data = tar.extractfile(member).read()
                 objs[parts[1]] = _unpickle_dict(data, f"{path}:{member.name}")
+    except tarfile.ReadError as exc:
+        raise DataError(_not_a_tarball(path, exc)) from exc
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"{path}: cannot read the tar archive (truncated or corrupt?): {exc}") from exc
+        raise DataError(
+            f"{path}: cannot read the tar archive (truncated or corrupt?): {_one_line(exc)}"
+        ) from exc
     if not fmts:
         raise DataError(
             f"{path}: no {CIFAR10.folder}/ or {CIFAR100.folder}/ batches inside; "

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
 from tqdm import tqdm
+
+from cutmix.runinfo import atomic_file
 
 __all__ = ["DownloadError", "download_file", "md5sum"]
 
@@ -62,25 +63,21 @@ def download_file(
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # Same folder as dest, so the final os.replace is an atomic rename on one filesystem.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as exc:
         raise DownloadError(f"cannot write {dest} (for {url}): {exc}") from exc
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out:
+        # Published only if the digest matches: atomic_file renames (and fsyncs) only when the
+        # block ends without an exception, and removes the .part file otherwise (Ctrl-C too).
+        with atomic_file(dest, suffix=".part") as out:
             digest = _fetch(url, out, timeout, progress, dest.name)
-        if digest != md5:
-            raise DownloadError(
-                f"checksum mismatch for {url}: expected md5 {md5}, got {digest}; "
-                f"the file was discarded, not saved as {dest}"
-            )
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        # BaseException too: Ctrl-C mid-transfer must not leave a .part file either.
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, DownloadError) or not isinstance(exc, Exception):
-            raise
+            if digest != md5:
+                raise DownloadError(
+                    f"checksum mismatch for {url}: expected md5 {md5}, got {digest}; "
+                    f"the file was discarded, not saved as {dest}"
+                )
+    except DownloadError:
+        raise
+    except Exception as exc:
         # _fetch turns every network failure into DownloadError, so what is left is local I/O.
         raise DownloadError(f"cannot write {dest} (downloading {url}): {exc}") from exc
     return dest

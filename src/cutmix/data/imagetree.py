@@ -4,7 +4,8 @@ decoding and the cache of decoded arrays.
 Classes are the sorted folder names, files are taken in sorted name order (hidden files and
 other extensions are ignored). All images must share one size, otherwise loading fails naming a
 file of the odd size, unless ``resize=(H, W)`` is given, which resizes every image that differs
-(bilinear). Images are converted to RGB (alpha is dropped). The decoded arrays are cached in
+(bilinear). Images are converted to 8-bit RGB (alpha is dropped; 16-bit pixels keep their high
+byte, see :func:`to_rgb`). The decoded arrays are cached in
 ``<cache dir>/image-trees/`` keyed by the tree's file names, sizes and mtimes, so a changed tree
 is decoded again.
 """
@@ -17,7 +18,6 @@ import multiprocessing
 import os
 import re
 import sys
-import tempfile
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -28,11 +28,13 @@ from tqdm import tqdm
 
 from cutmix.data.base import Dataset
 from cutmix.errors import DataError
+from cutmix.runinfo import atomic_file
 
-__all__ = ["IMAGE_EXTENSIONS"]
+__all__ = ["IMAGE_EXTENSIONS", "to_rgb"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-_CACHE_VERSION = 1
+# 2: 16-bit images are scaled to 8 bits (version 1 cached them as white), so older caches are stale.
+_CACHE_VERSION = 2
 _CHUNK = 256  # images per decode task: large enough to amortise IPC, small enough to balance
 
 
@@ -128,21 +130,40 @@ def _read_tree_cache(path: Path, classes: list[str], counts: dict[str, int]) -> 
 
 def _write_tree_cache(path: Path, prefix: str, arrays: dict[str, np.ndarray], classes: list[str]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, classes=np.array(classes, dtype=str), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_file(path, suffix=".part") as f:
+            np.savez(f, classes=np.array(classes, dtype=str), **arrays)
         # Older decodings of this same tree (it has changed since) would only waste disk.
         for stale in path.parent.glob(f"{glob.escape(prefix)}*.npz"):
             if stale != path:
                 stale.unlink(missing_ok=True)
     except OSError as exc:
         warnings.warn(f"could not cache decoded images in {path}: {exc}", stacklevel=3)
+
+
+def to_rgb(image: Image.Image, source: str) -> Image.Image:
+    """``image`` as 8-bit RGB (``source`` names the file in errors).
+
+    16-bit grey images (modes ``I;16``, ``I;16B``, ``I;16L``, ..., as 16-bit PNGs and TIFFs decode,
+    and ``I`` holding values in 0..65535) keep the high byte of each value (``v >> 8``: 65535 -> 255,
+    256 -> 1, 255 -> 0), what 16-bit colour PNGs get from Pillow too; Pillow's own ``convert("RGB")``
+    clips them, turning almost every pixel white. ``I`` values outside 0..65535 and float (``F``)
+    pixels have no range to scale from and are refused.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 0xFFFF):
+            raise DataError(
+                f"{source}: expected 32-bit integer pixels within 0..65535 (16-bit values), "
+                f"got {values.min()}..{values.max()}"
+            )
+        grey = (values.astype(np.uint32) >> 8).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(grey)).convert("RGB")
+    if mode == "F":
+        raise DataError(f"{source}: expected 8- or 16-bit pixels, got 32-bit float pixels (mode F)")
+    return image.convert("RGB")
 
 
 def _image_hw(path: str) -> tuple[int, int]:
@@ -168,10 +189,12 @@ def _decode_one(path: str, hw: tuple[int, int], resize: bool) -> np.ndarray:
             # The header alone gives the size: an odd (or huge) image is refused before decoding.
             if size == hw or resize:
                 im.load()
-                rgb = im if im.mode == "RGB" else im.convert("RGB")
+                rgb = to_rgb(im, path)
                 if size != hw:
                     rgb = rgb.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
                 return np.asarray(rgb)
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: cannot decode image: {exc}") from exc
     raise DataError(
