@@ -257,3 +257,26 @@ def test_predict_of_an_older_checkpoint_whose_data_set_no_longer_fits_its_output
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
     assert main(["predict", "--checkpoint", str(tmp_path / "older.pt"), str(image)]) == 2
     assert "has 4 classes for 3 outputs; name them with --classes" in capsys.readouterr().err
+
+
+def test_predict_reads_sixteen_bit_images_as_their_high_bytes(tree_run, tmp_path, capsys):
+    """16-bit grey images (PNG: mode I;16, TIFF: I;16B or I) answer as the 8-bit image of their high
+    bytes does, not as a white image (what Pillow's convert("RGB") makes of them)."""
+    _, _, checkpoint = tree_run
+    grey = np.random.default_rng(5).integers(0, 256, (32, 32), dtype=np.uint8)
+    sixteen = grey.astype(np.uint16) * 257  # v * 257 = (v << 8) | v: its high byte is v
+    paths = {
+        name: tmp_path / name
+        for name in ("grey8.png", "grey16.png", "grey16b.tif", "grey32.tif", "white.png")
+    }
+    Image.fromarray(grey).save(paths["grey8.png"])
+    Image.fromarray(sixteen).save(paths["grey16.png"])
+    Image.frombytes("I;16B", (32, 32), sixteen.astype(">u2").tobytes()).save(paths["grey16b.tif"])
+    Image.fromarray(sixteen.astype(np.int32)).save(paths["grey32.tif"])
+    Image.new("L", (32, 32), 255).save(paths["white.png"])
+    with Image.open(paths["grey16.png"]) as image:
+        assert image.mode == "I;16"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--top-k", "3", *map(str, paths.values())]) == 0
+    answers = [line.split(": ", 1)[1] for line in capsys.readouterr().out.strip().splitlines()]
+    assert answers[1:4] == [answers[0]] * 3
+    assert answers[4] != answers[0]  # the check can tell the image from a white one

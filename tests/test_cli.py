@@ -42,3 +42,24 @@ def test_unknown_option_is_a_usage_error(capsys):
         main(["demo", "--bogus"])
     assert exit_info.value.code == 2
     assert "--bogus" in capsys.readouterr().err
+
+
+def test_demo_writes_the_format_of_the_suffix(tmp_path):
+    out = tmp_path / "demo.jpg"
+    assert main(["demo", "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.format == "JPEG"  # not PNG bytes under a .jpg name
+
+
+def test_demo_refuses_to_overwrite_what_it_did_not_write(tmp_path, capsys):
+    mine = tmp_path / "demo.png"
+    mine.write_text("my notes")
+    assert main(["demo", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cutmix demo: error: --out:") and "--force" in err and err.count("\n") == 1
+    assert mine.read_text() == "my notes"
+    assert main(["demo", "--out", str(mine), "--force"]) == 0
+    with Image.open(mine) as image:
+        assert image.format == "PNG"
+    assert main(["demo", "--out", str(tmp_path / "demo.gif")]) == 2
+    assert "--out: expected a picture file ending in" in capsys.readouterr().err

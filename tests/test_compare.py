@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import stats as scipy_stats
 
 from cutmix.cli import build_parser, main
 from cutmix.compare import command_from_args, config_hash, parse_arms
@@ -123,9 +124,11 @@ def test_report_numbers_match_the_runs_metrics(comparison):
     assert paired["differences"] == pytest.approx(diffs)
     # n = 2: t(0.975, 1) = 12.706205.
     assert paired["half_width"] == pytest.approx(12.706205 * np.std(diffs, ddof=1) / np.sqrt(2), rel=1e-6)
-    assert paired["verdict"] == (
-        "not significant" if paired["low"] <= 0 <= paired["high"] else "interval excludes 0"
-    )
+    # The interval and its verdict worked out here from the per-seed differences, not from the
+    # report's own bounds.
+    low, high = scipy_stats.t.interval(0.95, len(diffs) - 1, loc=np.mean(diffs), scale=scipy_stats.sem(diffs))
+    assert (paired["low"], paired["high"]) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert paired["verdict"] == ("not significant" if low <= 0 <= high else "interval excludes 0")
     assert f"| cutmix − none | 2 | {100 * np.mean(diffs):+.2f} pp |" in md
     assert (
         "| fine-0deg |" in md and "cutmix compare" in md and report["versions"]["torch"] == torch.__version__

@@ -45,13 +45,26 @@ def test_a_bad_file_the_user_named_stays_a_one_line_error(tmp_path):
     archive.write_bytes(b"not a tar archive")
     code, _, stderr = run_main(["train", "--data", str(archive), "--epochs", "1", "--device", "cpu", "--quiet",
                                 "--out", str(tmp_path / "run")])  # fmt: skip
-    # (tarfile's own reason spans several lines; it is still one message, without a traceback)
-    assert code == 2 and "Traceback" not in stderr
-    assert stderr.startswith(f"cutmix train: error: {archive}: cannot read the tar archive")
+    # One line (tarfile's own reason spans several), naming the flag, without a traceback.
+    assert code == 2 and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"cutmix train: error: --data: {archive}: cannot read the tar archive")
     empty = tmp_path / "tree"
     (empty / "train").mkdir(parents=True)
     code, _, stderr = run_main(["preview", "--data", str(empty), "--out", str(tmp_path / "p.png")])
     assert code == 2 and "tree: missing test/" in stderr and len(stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["preview", "demo"])
+def test_a_picture_out_that_is_a_folder_is_one_line_naming_out(tmp_path, command):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    argv = [command, "--out", str(folder)] + (["--data", "synthetic"] if command == "preview" else [])
+    code, _, stderr = run_main(argv)
+    assert (code, stderr) == (
+        2,
+        f"cutmix {command}: error: --out: expected a picture file name, got the folder {str(folder)!r}\n",
+    )
+    assert list(folder.iterdir()) == [] and list(tmp_path.iterdir()) == [folder]  # no .tmp left
 
 
 def test_options_out_of_range_for_the_data_are_usage_errors(tmp_path):

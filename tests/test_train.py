@@ -120,6 +120,125 @@ def test_validation_split_is_held_out_and_reported(tmp_path):
     assert result["best_epoch_by_val"] == 1
 
 
+def test_best_epoch_is_chosen_on_validation_never_on_test(tmp_path, monkeypatch):
+    """Scripted accuracies where the best validation epoch (2), the best test epoch (1) and the last
+    epoch (3) all differ: only selection by validation accuracy reports epoch 2 and its test accuracy."""
+    import cutmix.train as train_module
+
+    val_accs, test_accs = [0.30, 0.80, 0.50], [0.90, 0.20, 0.40]
+    calls = {"val": 0, "test": 0}
+    real_evaluate = train_module.evaluate
+
+    def scripted(model, loader, *args, **kwargs):
+        result = real_evaluate(model, loader, *args, **kwargs)
+        which = "val" if loader.num_samples == 64 else "test"  # --val 64; the test split is larger
+        result["acc"] = (val_accs if which == "val" else test_accs)[calls[which]]
+        calls[which] += 1
+        return result
+
+    monkeypatch.setattr(train_module, "evaluate", scripted)
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "3", "--val", "64", "--out", str(run)]) == 0
+    assert calls == {"val": 3, "test": 3}
+    metrics = read_metrics(run)
+    assert [m["val_acc"] for m in metrics] == val_accs and [m["test_acc"] for m in metrics] == test_accs
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch_by_val"] == 2
+    assert summary["best_val_acc"] == 0.80 and summary["test_acc_at_best_val"] == 0.20
+    assert summary["val_acc"] == 0.50 and summary["test_acc"] == 0.40  # the last epoch's
+
+
+def test_out_that_is_a_file_is_refused_naming_out(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"cutmix train: error: --out: expected a run folder, got the file {str(target)!r}\n"
+    assert target.read_text() == "mine"
+
+
+def test_out_folder_with_the_users_own_files_is_refused_unless_force(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"lr": 5}')
+    (folder / "summary.json").write_text("my summary")
+    (folder / "photo.jpg").write_bytes(b"not ours")
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "--out:" in err and "config.json, summary.json" in err and "--force" in err
+    )
+    assert (folder / "config.json").read_text() == '{"lr": 5}' and (
+        folder / "summary.json"
+    ).read_text() == "my summary"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "photo.jpg", "summary.json"]
+    assert main(["train", *TINY, "--epochs", "1", "--force", "--out", str(folder)]) == 0
+    assert json.loads((folder / "config.json").read_text())["config"]["depth"] == 8
+    assert json.loads((folder / "summary.json").read_text())["finished"] is True
+    assert (folder / "photo.jpg").read_bytes() == b"not ours"  # only the run's own names are replaced
+
+
+def test_force_starts_an_existing_run_afresh(tmp_path, capsys):
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    assert main(["train", *TINY, "--epochs", "1", "--seed", "3", "--out", str(run)]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--seed", "4", "--force", "--out", str(run)]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--seed", "4", "--out", str(fresh)]) == 0
+    for name in ("init.pt", "checkpoint.pt"):  # the seed-4 run's, as in a new folder
+        forced, new = (load_checkpoint(p / name) for p in (run, fresh))
+        forced, new = forced.get("model", forced), new.get("model", new)
+        assert all(torch.equal(forced[k], new[k]) for k in new), name
+    assert [m["train_loss"] for m in read_metrics(run)] == [m["train_loss"] for m in read_metrics(fresh)]
+    with pytest.raises(SystemExit) as info:  # --force starts afresh: it cannot also --resume
+        main(["train", *TINY, "--epochs", "1", "--force", "--resume", "--out", str(run)])
+    assert info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_or_empty_folder_is_refused(tmp_path, capsys):
+    missing = tmp_path / "typo"
+    assert main(["train", *TINY, "--epochs", "1", "--resume", "--out", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("cutmix train: error: --resume:") and "does not exist" in err and err.count("\n") == 1
+    )
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", *TINY, "--epochs", "1", "--resume", "--out", str(empty)]) == 2
+    assert "--resume:" in capsys.readouterr().err and list(empty.iterdir()) == []
+    # A run of ours that stopped before its first checkpoint starts from the beginning, saying so.
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
+    for name in ("checkpoint.pt", "summary.json"):
+        (run / name).unlink()
+    capsys.readouterr()
+    assert main(["train", *TINY, "--epochs", "1", "--resume", "--out", str(run)]) == 0
+    assert "holds no checkpoint yet" in capsys.readouterr().out and (run / "checkpoint.pt").exists()
+
+
+def test_resume_from_a_checkpoint_that_is_not_ours_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    torch.save({"weights": torch.zeros(2)}, folder / "checkpoint.pt")  # another project's file
+    assert main(["train", *TINY, "--epochs", "1", "--resume", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"cutmix train: error: --resume: {folder / 'checkpoint.pt'} is not a cutmix checkpoint"
+    )
+    assert err.count("\n") == 1 and [p.name for p in folder.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_data_file_that_is_not_a_data_set_is_one_line_naming_data(tmp_path, capsys):
+    photo = tmp_path / "fake.jpg"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(photo)
+    tiny = [a for a in TINY if a != "synthetic:512" and a != "--data"]
+    assert main(["train", *tiny, "--data", str(photo), "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"cutmix train: error: --data: {photo}: expected a data set") and err.count("\n") == 1
+    )
+    assert "got an image file" in err
+
+
 def test_shared_init_weights(tmp_path):
     assert main(["train", *TINY, "--epochs", "1", "--seed", "3", "--out", str(tmp_path / "a")]) == 0
     init = tmp_path / "a" / "init.pt"

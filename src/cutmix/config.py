@@ -111,11 +111,44 @@ class TrainConfig:
         if self.depth < 8 or (self.depth - 2) % 6:
             raise UsageError(f"--depth: expected 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {self.depth}")
         if not 0 <= self.mix_off_epochs <= self.epochs:
-            raise UsageError(f"--mix-off-epochs: expected 0..{self.epochs}, got {self.mix_off_epochs}")
+            raise UsageError(
+                f"--mix-off-epochs: expected 0..{self.epochs} (--epochs {self.epochs}), got "
+                f"{self.mix_off_epochs}{self._origin('mix_off_epochs')}; {self._mix_off_advice()}"
+            )
+        self._check_mixes()
         if self.init is not None and not Path(self.init).is_file():
             raise UsageError(f"--init: expected a file of initial weights, got {self.init!r} (not found)")
         check_device(self.device)
         return self
+
+    def _origin(self, name: str) -> str:
+        """Where a refused value may have come from: the user may never have typed the flag, only
+        ``--recipe`` (``compare --recipe fast --epochs 1`` gets the recipe's --mix-off-epochs 2)."""
+        recipe = RECIPES.get(self.recipe, {})
+        if name in recipe and recipe[name] == getattr(self, name):
+            return f", the value --recipe {self.recipe} sets unless {_flag(name)} is given"
+        return ""
+
+    def _mix_off_advice(self) -> str:
+        keep = "0" if self.epochs == 1 else f"0..{self.epochs - 1}"
+        return f"pass --mix-off-epochs {keep}, or --epochs {self.mix_off_epochs + 1} or more"
+
+    def _check_mixes(self) -> None:
+        """A mixing run that never mixes would train exactly as ``none`` and be reported as CutMix
+        (or MixUp, Cutout): refused, naming the option that switches its mixing off."""
+        if self.mix == "none":
+            return
+        never = f"a {self.mix} run would never mix, and train exactly as none"
+        if self.mix_off_epochs >= self.epochs:
+            raise UsageError(
+                f"--mix-off-epochs: expected fewer than --epochs {self.epochs} with mix {self.mix}, got "
+                f"{self.mix_off_epochs}{self._origin('mix_off_epochs')}: {never}; {self._mix_off_advice()}"
+            )
+        if self.mix_p == 0:
+            raise UsageError(f"--mix-p: expected a number in (0, 1] with mix {self.mix}, got "
+                             f"{self.mix_p}{self._origin('mix_p')}: {never}")  # fmt: skip
+        if self.mix == "cutout" and self.cutout_size == 0:
+            raise UsageError(f"--cutout-size: expected an integer >= 1 with mix cutout, got 0: {never}")
 
 
 # What each annotation admits, and how a message names it (bool is an int in Python: refused as one).
@@ -306,7 +339,8 @@ OPTION_HELP: dict[str, str] = {
     "channels_last": "channels-last memory format for the model and the batches",
     "compile": "torch.compile the model",
     "eval_batch_size": "batch size of evaluation (the results do not depend on it)",
-    "stop_on_divergence": "end with exit status 3 when the run diverges",
+    "stop_on_divergence": "stop a run at the epoch it diverges and exit with status 3 (compare: once "
+    "every other run has trained and the whole report is written)",
     "recipe": RECIPE_HELP,
 }
 

@@ -10,7 +10,7 @@ import torch
 
 from cutmix.ops import CutMix, Cutout, MixUp
 from cutmix.preview_dense import draw_demo_rows
-from cutmix.runinfo import atomic_save_figure
+from cutmix.runinfo import atomic_save_figure, check_picture_out
 
 COLOURS = ["red", "green", "blue", "yellow", "cyan", "magenta"]
 
@@ -35,7 +35,8 @@ def _title(target: np.ndarray) -> str:
 
 
 def write_demo(out: str | Path, seed: int = 0) -> Path:
-    """Draws originals, CutMix, MixUp and Cutout of :func:`demo_images` to ``out`` (PNG), atomically."""
+    """Draws originals, CutMix, MixUp and Cutout of :func:`demo_images` to ``out``, atomically, in the
+    format of its suffix (PNG, JPEG, PDF or SVG; PNG without one)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,7 +73,8 @@ def write_demo(out: str | Path, seed: int = 0) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = write_demo(args.out, seed=args.seed)
+    out = check_picture_out(args.out, force=args.force)
+    path = write_demo(out, seed=args.seed)
     print(f"wrote {path}")
     return 0
 
@@ -81,6 +83,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="draw CutMix, MixUp and Cutout on generated images (offline, seconds)"
     )
-    parser.add_argument("--out", default="demo.png", help="output PNG (default: demo.png)")
+    parser.add_argument(
+        "--out",
+        default="demo.png",
+        help="output picture, in the format of its suffix: .png, .jpg/.jpeg, .pdf or .svg "
+        "(default: demo.png)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out even if it is not a picture cutmix wrote"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the ops' generators (default: 0)")
     parser.set_defaults(func=run)

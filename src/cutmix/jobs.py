@@ -72,22 +72,49 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Holds an exclusive lock on ``run_dir`` while a run trains in it: a second process (another
     comparison on the same --out, or an orphan) is refused instead of writing the same files."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def refusal(owner: str) -> str:
+        return (f"{run_dir}: expected a run folder no other process is training, but process {owner} "
+                "holds its lock; wait for it to finish or stop it")  # fmt: skip
+
+    with _folder_lock(run_dir, refusal):
+        yield
+
+
+@contextlib.contextmanager
+def comparison_lock(out: str | Path) -> Iterator[None]:
+    """Held by `cutmix compare` on its ``--out`` for its whole life: the runs waiting in its queue
+    hold no lock of their own, so a second comparison (with ``--force`` or not) must be refused
+    at the folder, before it inspects, deletes or trains any run there."""
+    out = Path(out)
+
+    def refusal(owner: str) -> str:
+        return (f"--out: expected a comparison folder no other comparison is using, but process {owner} "
+                f"holds the lock of {out} (--force does not override this); wait for it to finish or "
+                "stop it")  # fmt: skip
+
+    with _folder_lock(out, refusal):
+        yield
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, refusal: Any) -> Iterator[None]:
+    """An exclusive, non-blocking ``flock`` on ``folder``/.lock holding this process's id; a
+    :class:`UsageError` of ``refusal(owner)`` when another process holds it. Released on exit, and by
+    the kernel when the process dies (even by SIGKILL), so a stale file never blocks anyone."""
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks, no protection
         yield
         return
-    with open(run_dir / LOCK_NAME, "a+", encoding="utf-8") as handle:
+    with open(folder / LOCK_NAME, "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
-            raise UsageError(
-                f"{run_dir}: expected a run folder no other process is training, but process {owner} "
-                "holds its lock; wait for it to finish or stop it"
-            ) from None
+            raise UsageError(refusal(owner)) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -113,10 +140,13 @@ class Failure:
     returncode: int
     log_tail: list[str]
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         code = self.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        lines = [f"{self.task.label} ({self.task.run_dir}) failed: {how}; last lines of its log:"]
+        return f"{self.task.label} ({self.task.run_dir}) failed: {how}"
+
+    def describe(self) -> str:
+        lines = [f"{self.headline()}; last lines of its log:"]
         lines += [f"    {line}" for line in self.log_tail] or ["    (empty log)"]
         return "\n".join(lines)
 
@@ -236,7 +266,9 @@ def run_in_processes(
                     tail = _tail(child.task.run_dir / LOG_NAME)
                     failure = Failure(child.task, code if code != 0 else 1, tail)
                     failures.append(failure)
-                    say(failure.describe(), failure=True)
+                    # One line now; the log's tail comes once, with every failure, in the
+                    # RunsFailedError the caller raises at the end.
+                    say(f"{failure.headline()}; its log: {child.task.run_dir / LOG_NAME}", failure=True)
     except BaseException:  # Ctrl-C (KeyboardInterrupt), or an error in this loop: stop every child
         _stop(running)
         raise
@@ -329,9 +361,15 @@ def child_main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _die_with_parent(args.parent)
     torch.set_num_threads(args.threads)
-    config = TrainConfig(**json.loads(args.config)).validate()
-    with run_lock(args.run_dir):
-        train(config, args.run_dir, resume=True, progress=False, argv=json.loads(args.argv))
+    try:
+        config = TrainConfig(**json.loads(args.config)).validate()
+        with run_lock(args.run_dir):
+            train(config, args.run_dir, resume=True, progress=False, argv=json.loads(args.argv))
+    # What the user can fix is one line in the run's log, as `cutmix train` prints it (exit status 2);
+    # anything else is a bug and keeps its traceback.
+    except (UsageError, OSError) as exc:
+        print(f"cutmix compare: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -103,10 +103,10 @@ def load_data_main_first(spec: str, dist_info: Distributed, progress: bool = Tru
     the other machines' processes each load for themselves, after rank 0.)
     """
     if not dist_info.enabled:
-        return load_dataset(spec, progress=progress)
+        return load_data(spec, progress)
     if dist_info.is_main:
         try:
-            dataset = load_dataset(spec, progress=progress)
+            dataset = load_data(spec, progress)
         except Exception as exc:
             dist.broadcast_object_list([(isinstance(exc, (UsageError, OSError)), str(exc))], src=0)
             raise
@@ -116,8 +116,51 @@ def load_data_main_first(spec: str, dist_info: Distributed, progress: bool = Tru
     dist.broadcast_object_list(outcome, src=0)  # waits for rank 0's load
     if outcome[0] is not None:
         users_fault, message = outcome[0]
+        message = message.removeprefix("--data: ")  # load_data's prefix, said once
         raise (DataError if users_fault else RuntimeError)(f"--data: rank 0 could not load it: {message}")
-    return load_dataset(spec, progress=False)
+    return load_data(spec, progress=False)
+
+
+def load_data(spec: str, progress: bool = True) -> Dataset:
+    """``load_dataset(spec)``, its user errors naming the flag they came from (``--data: ...``)."""
+    try:
+        return load_dataset(spec, progress=progress)
+    except DataError as exc:
+        if str(exc).startswith("--"):
+            raise
+        raise DataError(f"--data: {exc}") from exc
+
+
+# The files train() overwrites in a run folder, which a user's own folder might also hold
+# (checkpoint.pt is never overwritten unasked: an existing one needs --resume, which reads it).
+RUN_FILES = ("config.json", "summary.json", "metrics.jsonl")
+
+
+def is_run_folder(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a run of ours: a ``config.json`` as train() writes it (every
+    version so far: a JSON object whose "config" is an object of options)."""
+    try:
+        recorded = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)
+
+
+def check_out_dir(out_dir: Path, force: bool = False) -> None:
+    """Refuses an ``--out`` that train() must not write into: a file, or a folder that holds
+    config.json, summary.json or metrics.jsonl without being a run of ours (the user's own files,
+    which a run would overwrite) unless ``force``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out: expected a run folder, got the file {str(out_dir)!r}")
+    if force or not out_dir.is_dir() or is_run_folder(out_dir):
+        return
+    foreign = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if foreign:
+        raise UsageError(
+            f"--out: {str(out_dir)!r} is not a cutmix run folder (no config.json of ours) but holds "
+            f"{', '.join(foreign)}; refusing to overwrite: pass --force to replace them, or choose "
+            "another --out"
+        )
 
 
 def check_image_size(dataset: Dataset, spec: str) -> None:
@@ -232,6 +275,11 @@ def divergence(history: list[dict[str, Any]], num_classes: int) -> str | None:
     if best >= max(2 * chance, chance + 0.2) and last["test_acc"] <= 1.5 * chance:
         return f"test accuracy collapsed to {last['test_acc']:.2%} (chance {chance:.0%}) from {best:.2%}"
     return None
+
+
+# What a checkpoint needs to be resumed from (older ones lack world_size: it is read with a default).
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "diverged", "mix_state",
+                    "torch_rng", "config")  # fmt: skip
 
 
 def _without_init(config: dict[str, Any]) -> dict[str, Any]:
@@ -415,11 +463,42 @@ def _seeded(seed: int, *salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *salt]).generate_state(1)[0]))
 
 
+def _resumable_checkpoint(
+    checkpoint_path: Path, config: TrainConfig, dist_info: Distributed
+) -> dict[str, Any]:
+    """The checkpoint to resume from, checked before anything is loaded or written: a cutmix
+    checkpoint, of this configuration, written by as many processes as there are now."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        raise DataError(
+            f"--resume: {checkpoint_path} is not a cutmix checkpoint (it lacks {', '.join(missing)}); "
+            "use a new --out, or --force to start afresh there"
+        )
+    # The --init path may differ (a run folder moved mid-run); the checkpoint holds the weights.
+    if _without_init(checkpoint["config"]) != _without_init(asdict(config)):
+        raise UsageError(
+            f"--resume: {checkpoint_path} was written with another configuration; "
+            "use a new --out or the same options"
+        )
+    # Each process's data shard and mixing draws depend on the number of processes, so another
+    # number could not continue the run bit for bit (older checkpoints: one mixing state each).
+    saved_world_size = checkpoint.get("world_size", len(checkpoint["mix_state"]))
+    if saved_world_size != dist_info.world_size:
+        raise UsageError(
+            f"--resume: {checkpoint_path} was written by {saved_world_size} process(es), "
+            f"got {dist_info.world_size}; resume it with {saved_world_size} process(es) "
+            "(torchrun --nproc_per_node ...) or start afresh in a new --out"
+        )
+    return checkpoint
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path,
     *,
     resume: bool = False,
+    force: bool = False,
     progress: bool = True,
     argv: list[str] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -427,14 +506,25 @@ def train(
     """Trains ``config`` into ``out_dir`` and returns the summary (also written to summary.json).
 
     With ``resume=True`` and a ``checkpoint.pt`` in ``out_dir``, continues where it stopped; the
-    result is bit-for-bit that of an uninterrupted run on the CPU. ``on_epoch`` is called (on the
-    main process) with each epoch's metrics record once that epoch is checkpointed.
+    result is bit for bit that of an uninterrupted run on the same kind of machine (processor, SIMD
+    level, torch build, thread count). ``out_dir`` must not be a file, nor a folder holding files of
+    a run's names that are not ours (:func:`check_out_dir`); ``force=True`` (without ``resume``)
+    starts afresh anyway, replacing those files and any run of ours there. ``on_epoch`` is called
+    (on the main process) with each epoch's metrics record once that epoch is checkpointed.
     """
+    if force and resume:
+        raise UsageError("--force: starts the run afresh, so it cannot be combined with --resume")
     out_dir = Path(out_dir)
     dist_info, device = setup_distributed(config.device)
+    check_out_dir(out_dir, force)
     checkpoint_path = out_dir / "checkpoint.pt"
-    if checkpoint_path.exists() and not resume:
-        raise UsageError(f"--out: {out_dir} already holds a run; pass --resume to continue it")
+    if checkpoint_path.exists() and not resume and not force:
+        raise UsageError(
+            f"--out: {out_dir} already holds a run; pass --resume to continue it "
+            "(or --force to start it afresh)"
+        )
+    resuming = resume and checkpoint_path.exists()
+    checkpoint = _resumable_checkpoint(checkpoint_path, config, dist_info) if resuming else None
 
     # Data: the whole split on the device; the validation split held out of train by count.
     dataset = load_data_main_first(config.data, dist_info, progress=progress and dist_info.is_main)
@@ -495,7 +585,7 @@ def train(
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = config.bn_momentum
-    if dist_info.is_main and not (out_dir / "init.pt").exists():
+    if dist_info.is_main and (force or not (out_dir / "init.pt").exists()):
         atomic_torch_save(out_dir / "init.pt", model.state_dict())
     model.to(device)
     if config.channels_last:
@@ -510,23 +600,7 @@ def train(
     mixer = build_mixer(config, num_classes, mix_generator)
     state = RunState()
 
-    if resume and checkpoint_path.exists():
-        checkpoint = load_checkpoint(checkpoint_path)
-        # The --init path may differ (a run folder moved mid-run); the checkpoint holds the weights.
-        if _without_init(checkpoint["config"]) != _without_init(asdict(config)):
-            raise UsageError(
-                f"--resume: {checkpoint_path} was written with another configuration; "
-                "use a new --out or the same options"
-            )
-        # Each process's data shard and mixing draws depend on the number of processes, so another
-        # number could not continue the run bit for bit (older checkpoints: one mixing state each).
-        saved_world_size = checkpoint.get("world_size", len(checkpoint["mix_state"]))
-        if saved_world_size != dist_info.world_size:
-            raise UsageError(
-                f"--resume: {checkpoint_path} was written by {saved_world_size} process(es), "
-                f"got {dist_info.world_size}; resume it with {saved_world_size} process(es) "
-                "(torchrun --nproc_per_node ...) or start afresh in a new --out"
-            )
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -536,9 +610,13 @@ def train(
         state = RunState(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["diverged"])
         if dist_info.is_main:
             print(f"resuming {out_dir} after epoch {state.epoch} of {config.epochs}", flush=True)
+        checkpoint = None  # restored: not held through training
 
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if force:  # afresh: no earlier checkpoint to resume by mistake, no summary of another run
+            for name in ("checkpoint.pt", "summary.json"):
+                (out_dir / name).unlink(missing_ok=True)
         atomic_write_json(out_dir / "config.json", {"config": asdict(config), **environment(device, argv)})
         _rewrite_metrics(out_dir / "metrics.jsonl", state.history)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +27,9 @@ from cutmix.train import (
     CIFAR10_STD,
     check_image_size,
     evaluate,
+    is_run_folder,
     load_checkpoint,
+    load_data,
     match_classes,
     train,
 )
@@ -50,9 +54,38 @@ def config_from_args(args: argparse.Namespace, **extra) -> TrainConfig:
     return config_from_options(options, **extra)
 
 
+def check_resume(out: Path) -> None:
+    """``--resume`` continues a run: a folder that does not exist or holds no run of ours is a
+    mistyped path, refused rather than silently trained from scratch. A run of ours stopped before
+    its first checkpoint has nothing to resume from, and starts from the beginning, saying so."""
+    if (out / "checkpoint.pt").is_file():
+        return
+    if not out.exists():
+        raise UsageError(
+            f"--resume: {str(out)!r} does not exist, so there is no run to resume; "
+            "check --out, or drop --resume to start a new run"
+        )
+    if not is_run_folder(out):
+        raise UsageError(
+            f"--resume: {str(out)!r} holds no run to resume (no checkpoint.pt, no config.json of a "
+            "cutmix run); check --out, or drop --resume to start a new run"
+        )
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"note: {out} holds no checkpoint yet (the run stopped in its first epoch): starting afresh")
+
+
 def run_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    summary = train(config, args.out, resume=args.resume, progress=not args.quiet, argv=sys.argv[1:])
+    if args.resume:
+        check_resume(Path(args.out))
+    summary = train(
+        config,
+        args.out,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.quiet,
+        argv=sys.argv[1:],
+    )
     accuracy = summary["test_acc"]
     tta = " (flip TTA)" if summary["tta_flip"] else ""
     if accuracy is not None:
@@ -95,14 +128,14 @@ def load_model(path: str, device: torch.device) -> LoadedCheckpoint:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from cutmix.data import DeviceLoader, load_dataset
+    from cutmix.data import DeviceLoader
 
     check_device(args.device or "auto")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_model(args.checkpoint, device)
     model, config = loaded.model, loaded.config
     data = args.data or config.data
-    dataset = load_dataset(data, progress=not args.quiet)
+    dataset = load_data(data, progress=not args.quiet)
     check_image_size(dataset, data)
     # Labels are scored against the checkpoint's outputs by class name, not by folder position.
     saved_classes = loaded.classes
@@ -156,6 +189,8 @@ def _dataset_classes(config: TrainConfig, num_outputs: int) -> list[str]:
 def run_predict(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
+    from cutmix.data.imagetree import to_rgb
+
     if args.top_k < 1:
         raise UsageError(f"--top-k: expected a positive number of classes to show, got {args.top_k}")
     loaded = load_model(args.checkpoint, torch.device("cpu"))
@@ -180,7 +215,9 @@ def run_predict(args: argparse.Namespace) -> int:
     for path in args.images:
         try:
             with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB").resize((32, 32), Image.BILINEAR), dtype=np.float32)
+                # to_rgb: 16-bit images scaled to 8 bits (convert("RGB") would make them white).
+                rgb = to_rgb(image, path).resize((32, 32), Image.BILINEAR)
+                pixels = np.asarray(rgb, dtype=np.float32)
         except (OSError, UnidentifiedImageError) as exc:
             raise DataError(f"{path}: not a readable image ({exc})") from exc
         x = torch.from_numpy(pixels / 255.0).permute(2, 0, 1)
@@ -203,7 +240,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_train_options(train_parser, exclude=())
     train_parser.add_argument("--out", required=True, help="run folder")
-    train_parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    again = train_parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out")
+    again.add_argument(
+        "--force",
+        action="store_true",
+        help="start afresh in --out even if it holds a run (replaced), or a config.json, summary.json or "
+        "metrics.jsonl that cutmix did not write (replaced; other files are left alone)",
+    )
     train_parser.set_defaults(func=run_train)
 
     eval_parser = subparsers.add_parser(
