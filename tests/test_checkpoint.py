@@ -229,14 +229,12 @@ def test_a_checkpoint_this_version_cannot_load_is_one_line(tree_run, tmp_path, c
 
 
 def test_evaluate_and_predict_read_the_checkpoint_once(tree_run, tmp_path, capsys, monkeypatch):
-    import cutmix.train_cli as train_cli
+    import cutmix.evaluate as evaluate
 
     tmp, tree, checkpoint_path = tree_run
     monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp / "cache"))
     reads = []
-    monkeypatch.setattr(
-        train_cli, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path)
-    )
+    monkeypatch.setattr(evaluate, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path))
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
     assert main(["evaluate", "--checkpoint", str(checkpoint_path), "--data", str(tree), "--quiet"]) == 0
@@ -280,3 +278,79 @@ def test_predict_reads_sixteen_bit_images_as_their_high_bytes(tree_run, tmp_path
     answers = [line.split(": ", 1)[1] for line in capsys.readouterr().out.strip().splitlines()]
     assert answers[1:4] == [answers[0]] * 3
     assert answers[4] != answers[0]  # the check can tell the image from a white one
+
+
+# --------------------------------------------------------------------------------------------
+# The library functions: cutmix.load_model, cutmix.evaluate_checkpoint, cutmix.predict_files
+# --------------------------------------------------------------------------------------------
+
+
+def test_load_model_returns_the_model_its_config_and_class_names(tree_run):
+    import cutmix
+    from cutmix.errors import UsageError
+
+    _, tree, checkpoint_path = tree_run
+    loaded = cutmix.load_model(checkpoint_path)
+    assert isinstance(loaded, cutmix.LoadedCheckpoint)
+    assert loaded.classes == CLASSES and loaded.config.data == str(tree) and loaded.config.depth == 8
+    assert not loaded.model.training and next(loaded.model.parameters()).device.type in ("cpu", "cuda")
+    assert cutmix.load_model(str(checkpoint_path), "cpu").model.fc.out_features == 3
+    with pytest.raises(UsageError, match="--device"):
+        cutmix.load_model(checkpoint_path, "cuda:99" if torch.cuda.is_available() else "cuda")
+
+
+def test_load_model_refuses_what_is_not_a_checkpoint(tmp_path):
+    import cutmix
+    from cutmix.errors import DataError
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="is not a cutmix checkpoint"):
+        cutmix.load_model(tmp_path / "other.pt")
+
+
+def test_evaluate_checkpoint_agrees_with_the_cli(tree_run, capsys, monkeypatch):
+    import cutmix
+
+    tmp, tree, checkpoint_path = tree_run
+    monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp / "cache"))
+    result = cutmix.evaluate_checkpoint(checkpoint_path, str(tree), device="cpu")
+    assert isinstance(result, cutmix.Evaluation)
+    assert list(result.per_class) == CLASSES and not result.remapped and result.data == str(tree)
+    code, printed, out, _ = _evaluate(capsys, checkpoint_path, tree)
+    assert code == 0
+    assert printed == {"test_acc": result.accuracy, "per_class": result.per_class}  # exactly
+    assert f"test accuracy: {result.accuracy:.2%}  loss {result.loss:.4f}" in out
+    # None: the data set it was trained on, on the GPU where there is one.
+    assert cutmix.evaluate_checkpoint(checkpoint_path).accuracy == pytest.approx(result.accuracy)
+    flipped = cutmix.evaluate_checkpoint(checkpoint_path, str(tree), device="cpu", tta_flip=True)
+    assert flipped.tta_flip and set(flipped.per_class) == set(CLASSES)
+
+
+def test_predict_files_agrees_with_the_cli(tree_run, tmp_path, capsys):
+    import cutmix
+    from cutmix.errors import DataError, UsageError
+
+    _, _, checkpoint_path = tree_run
+    rng = np.random.default_rng(1)
+    files = []
+    for i, shape in enumerate([(32, 32, 3), (40, 30, 3), (16, 16, 3)]):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(files[-1])
+    predictions = cutmix.predict_files(checkpoint_path, files, top_k=2)
+    assert [p.file for p in predictions] == list(map(str, files))
+    for prediction in predictions:
+        assert len(prediction.top) == 2 and {name for name, _ in prediction.top} <= set(CLASSES)
+        assert prediction.top[0][1] >= prediction.top[1][1] > 0
+    assert main(["predict", "--checkpoint", str(checkpoint_path), "--top-k", "2", *map(str, files)]) == 0
+    expected = [f"{p.file}: " + ", ".join(f"{n} {q:.1%}" for n, q in p.top) for p in predictions]
+    assert capsys.readouterr().out.splitlines() == expected
+    # All the classes at most; names as a list or comma-separated, checked as the CLI checks them.
+    assert len(cutmix.predict_files(checkpoint_path, files[:1], top_k=10)[0].top) == 3
+    assert cutmix.predict_files(checkpoint_path, files[:1], top_k=2, classes=CLASSES) == predictions[:1]
+    with pytest.raises(UsageError, match="expected the checkpoint's classes"):
+        cutmix.predict_files(checkpoint_path, files, classes="cat,ant,bee")
+    with pytest.raises(UsageError, match="--top-k"):
+        cutmix.predict_files(checkpoint_path, files, top_k=0)
+    (tmp_path / "not.png").write_text("not an image")
+    with pytest.raises(DataError, match="not a readable image"):
+        cutmix.predict_files(checkpoint_path, [tmp_path / "not.png"])

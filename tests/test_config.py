@@ -12,9 +12,16 @@ import pytest
 import torch
 
 from cutmix.cli import build_parser, main
-from cutmix.config import OPTION_HELP, TrainConfig, arm_configs, check_device, resolve_config
+from cutmix.config import (
+    OPTION_HELP,
+    TrainConfig,
+    add_train_options,
+    arm_configs,
+    check_device,
+    config_from_args,
+    resolve_config,
+)
 from cutmix.errors import UsageError
-from cutmix.train_cli import add_train_options, config_from_args
 
 TINY = ["--data", "synthetic:128", "--depth", "8", "--batch-size", "64", "--device", "cpu", "--quiet"]
 

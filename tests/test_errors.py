@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from cutmix import demo
+from cutmix import demo, errors
 from cutmix.cli import CLIError, main
 from cutmix.errors import DataError, UsageError
 
@@ -98,3 +98,37 @@ def test_a_bad_data_spec_is_a_one_line_error(tmp_path, spec):
 def test_data_the_command_cannot_use_is_a_one_line_error(tmp_path, argv, message):
     code, _, stderr = run_main([*argv, "--out", str(tmp_path / "out")])
     assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_one_user_error_hierarchy_defined_in_errors_and_importable_where_it_was():
+    from cutmix.data.base import DatasetNotFoundError as from_base
+    from cutmix.data.datasets import DatasetNotFoundError as from_datasets
+    from cutmix.data.download import DownloadError as from_download
+
+    assert CLIError is errors.CLIError is UsageError is errors.UsageError
+    assert from_download is errors.DownloadError and from_base is from_datasets is errors.DatasetNotFoundError
+    assert issubclass(UsageError, ValueError) and issubclass(DataError, UsageError)
+    assert issubclass(errors.DownloadError, OSError) and not issubclass(errors.DownloadError, ValueError)
+    assert issubclass(errors.DatasetNotFoundError, FileNotFoundError)
+    for cls in (UsageError, DataError, errors.DownloadError, errors.DatasetNotFoundError):
+        assert cls.__module__ == "cutmix.errors" and cls.__name__ in errors.__all__
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [
+        UsageError("--x: bad"),
+        DataError("--data: bad"),
+        OSError("disk full"),
+        errors.DownloadError("cannot reach x"),
+        errors.DatasetNotFoundError("no local copy of cifar10"),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_every_user_error_of_the_hierarchy_is_one_line(monkeypatch, tmp_path, exception):
+    def wrong(args):
+        raise exception
+
+    monkeypatch.setattr(demo, "run", wrong)
+    code, _, stderr = run_main(["demo", "--out", str(tmp_path / "d.png")])
+    assert (code, stderr) == (2, f"cutmix demo: error: {exception}\n")

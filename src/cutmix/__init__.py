@@ -1,5 +1,11 @@
 """cutmix: per-sample, vectorised CutMix, MixUp and Cutout for PyTorch, and the Keras CutMix
-example's CIFAR-10 experiment as one command."""
+example's CIFAR-10 experiment as one command.
+
+``import cutmix`` loads only the ops (:mod:`cutmix.ops`). The names of the training side --
+:func:`load_model`, :func:`evaluate_checkpoint`, :func:`predict_files` (from :mod:`cutmix.evaluate`),
+:class:`TrainConfig` and :func:`resolve_config` (from :mod:`cutmix.config`) -- are imported on first
+use (PEP 562), so the ops do not pay for the trainer, the data layer or Matplotlib.
+"""
 
 __version__ = "0.1.0"
 
@@ -21,6 +27,34 @@ from cutmix.ops import (  # noqa: E402
     to_targets,
 )
 
+# The names imported on first use, and the module each comes from.
+_LAZY = {
+    "Evaluation": "cutmix.evaluate",
+    "LoadedCheckpoint": "cutmix.evaluate",
+    "Prediction": "cutmix.evaluate",
+    "evaluate_checkpoint": "cutmix.evaluate",
+    "load_model": "cutmix.evaluate",
+    "predict_files": "cutmix.evaluate",
+    "TrainConfig": "cutmix.config",
+    "resolve_config": "cutmix.config",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cutmix' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "CutMix",
     "CutMixOrMixUp",
@@ -38,4 +72,5 @@ __all__ = [
     "sample_cutout_params",
     "sample_mixup_params",
     "to_targets",
+    *_LAZY,
 ]

@@ -15,10 +15,7 @@ import sys
 from collections.abc import Sequence
 
 import cutmix
-from cutmix.errors import UsageError
-
-# The former name of the user-error class, kept for code that raises or catches it.
-CLIError = UsageError
+from cutmix.errors import CLIError, UsageError  # noqa: F401 - CLIError: importable here as before
 
 
 def _subcommand_modules() -> list:

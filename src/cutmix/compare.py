@@ -37,7 +37,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from cutmix.config import MIXES, TrainConfig, arm_configs, config_with, negatable_options
+from cutmix.config import (
+    MIXES,
+    RECIPE_HELP,
+    TrainConfig,
+    add_train_options,
+    arm_configs,
+    config_from_args,
+    config_with,
+    negatable_options,
+)
 from cutmix.errors import UsageError
 from cutmix.jobs import (
     LOCK_NAME,
@@ -53,11 +62,11 @@ from cutmix.jobs import (
 from cutmix.models import resnet_v1
 from cutmix.runinfo import atomic_torch_save, atomic_write_json, environment
 from cutmix.train import (
-    _seeded,
     check_image_size,
     load_checkpoint,
     load_data_main_first,
     load_weights,
+    seeded_generator,
     setup_distributed,
     train,
 )
@@ -213,7 +222,7 @@ def plan(base: TrainConfig, arms: tuple[str, ...], seeds: list[int], out: str | 
 
 def initial_weights(config: TrainConfig, num_classes: int) -> dict[str, torch.Tensor]:
     """The weights `cutmix train` would start from for ``config.seed`` (so arm runs match it)."""
-    return resnet_v1(config.depth, num_classes, generator=_seeded(config.seed, 1)).state_dict()
+    return resnet_v1(config.depth, num_classes, generator=seeded_generator(config.seed, 1)).state_dict()
 
 
 def _refusal(out: Path, runs: list[PlannedRun]) -> str:
@@ -607,8 +616,6 @@ def command_from_args(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cutmix.train_cli import config_from_args
-
     if args.mix is not None:
         raise UsageError(f"--mix: compare takes its mixing ops from --arms, got --mix {args.mix}")
     if args.seeds < 1:
@@ -645,8 +652,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from cutmix.train_cli import RECIPE_HELP, add_train_options
-
     parser = subparsers.add_parser(
         "compare",
         help="train every arm (none, cutmix, ...) over several seeds and write a report",

@@ -4,8 +4,11 @@
 their defaults are part of what a run folder records.
 
 Every field is also a command-line option: :func:`add_config_options` builds the flags from the
-fields, their types, ``CHOICES`` and ``OPTION_HELP`` (``--batch-size`` for ``batch_size``), and
-:meth:`TrainConfig.validate` checks every field, naming the flag in its message.
+fields, their types, ``CHOICES`` and ``OPTION_HELP`` (``--batch-size`` for ``batch_size``),
+:func:`add_train_options` adds them (and ``--quiet``) to the parsers of `train` and `compare`,
+:func:`config_from_args` turns the parsed options back into a config, and
+:meth:`TrainConfig.validate` checks every field, naming the flag in its message. They live here, not in
+a CLI module, so that the library (cutmix.compare) builds its parser without importing the CLI.
 """
 
 from __future__ import annotations
@@ -19,13 +22,17 @@ from typing import Any
 
 import torch
 
+from cutmix.data.loader import AUGMENTS
 from cutmix.errors import UsageError
+from cutmix.ops.params import PARTNERS as OP_PARTNERS
 
+# Each vocabulary is defined once: the ops' partners in cutmix.ops.params, the loader's augmentations
+# in cutmix.data.loader; the trainer's partners add "stream" (a second, independently shuffled stream
+# of the loader) to the ops'. preview.PREVIEW_MIXES is MIXES in the order the preview offers them.
 MIXES = ("none", "cutmix", "mixup", "cutout")
-AUGMENTS = ("none", "crop-flip")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
-PARTNERS = ("permute", "roll", "flip", "stream")
+PARTNERS = (*OP_PARTNERS, "stream")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -370,6 +377,13 @@ def add_config_options(parser: argparse.ArgumentParser, exclude: Collection[str]
                                 help=help_text)  # fmt: skip
 
 
+def add_train_options(parser: argparse.ArgumentParser, exclude: Collection[str] = RUN_OPTIONS) -> None:
+    """The options shared by `train` and `compare`: one per TrainConfig field (all default to None: the
+    recipe decides), except ``exclude`` (by default the per-run ``seed`` and ``init``), and --quiet."""
+    add_config_options(parser, exclude=exclude)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def negatable_options() -> tuple[str, ...]:
     """The fields whose flags come in pairs, ``--x`` and ``--no-x``."""
     return tuple(f.name for f in fields(TrainConfig) if str(f.type) == "bool" and f.name not in _SWITCHES)
@@ -381,3 +395,15 @@ def config_from_options(options: dict[str, Any] | argparse.Namespace, **extra: A
     overrides = {f.name: values.get(f.name) for f in fields(TrainConfig) if f.name != "recipe"}
     overrides.update(extra)
     return resolve_config(values.get("recipe") or "seed", **overrides)
+
+
+# Every TrainConfig field but the recipe (which config_from_args passes on its own), in field order.
+CONFIG_OPTIONS = [f.name for f in fields(TrainConfig) if f.name != "recipe"]
+
+
+def config_from_args(args: argparse.Namespace, **extra: Any) -> TrainConfig:
+    """The validated config of parsed `train`/`compare` options (``--data`` defaults to cifar10)."""
+    options = vars(args).copy()
+    if options.get("data") is None and extra.get("data") is None:
+        options["data"] = "cifar10"
+    return config_from_options(options, **extra)

@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cutmix.config import TrainConfig
+from cutmix.config import MIXES, TrainConfig
 from cutmix.data import Dataset, DeviceLoader
 from cutmix.errors import DataError, UsageError
 from cutmix.ops import CutMix, Cutout, MixUp
 from cutmix.ops.params import MixParams
 from cutmix.runinfo import atomic_file, atomic_save_figure, check_picture_out
 
-MIXES = ("cutmix", "mixup", "cutout", "none")
+# The mixing ops of the trainer (config.MIXES), the preview's default first and "none" last.
+PREVIEW_MIXES = (*(mix for mix in MIXES if mix != "none"), "none")
 GRID = 3
 
 
@@ -41,8 +42,8 @@ def preview_batch(
     training set (nine more images), not from the nine shown. Cutout cuts a square half the image
     side. Returns uint8 (9, H, W, 3) images and 9 titles.
     """
-    if mix not in MIXES:
-        raise ValueError(f"expected mix in {MIXES}, got {mix!r}")
+    if mix not in PREVIEW_MIXES:
+        raise ValueError(f"expected mix in {PREVIEW_MIXES}, got {mix!r}")
     n = len(dataset.train_images)
     count = GRID * GRID
     if n < count:
@@ -165,8 +166,8 @@ def write_preview(
     if isinstance(dataset, SegmentationDataset):  # masks and boxes drawn over the mixed images
         from cutmix.preview_dense import write_seg_preview
 
-        if mix not in MIXES:
-            raise ValueError(f"expected mix in {MIXES}, got {mix!r}")
+        if mix not in PREVIEW_MIXES:
+            raise ValueError(f"expected mix in {PREVIEW_MIXES}, got {mix!r}")
         return write_seg_preview(dataset, out, mix, seed, alpha)
     images, titles = preview_batch(dataset, mix, seed, alpha)
     label = mix if mix in ("none", "cutout") else f"{mix} (alpha={alpha:g})"
@@ -242,7 +243,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="cifar10",
         help="a dataset name, CIFAR archive or folder, or image tree (default: cifar10)",
     )
-    parser.add_argument("--mix", choices=MIXES, default="cutmix", help="mixing op (default: cutmix)")
+    parser.add_argument("--mix", choices=PREVIEW_MIXES, default="cutmix", help="mixing op (default: cutmix)")
     parser.add_argument(
         "--alpha", type=float, default=1.0, help="Beta(alpha, alpha) for cutmix/mixup (default: 1)"
     )

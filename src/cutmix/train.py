@@ -459,7 +459,10 @@ class RunState:
     diverged: str | None = None
 
 
-def _seeded(seed: int, *salt: int) -> torch.Generator:
+def seeded_generator(seed: int, *salt: int) -> torch.Generator:
+    """A torch generator seeded from ``(seed, *salt)`` (numpy's SeedSequence): the initial weights
+    use salt 1, each rank's mixing draws salt (2, rank). cutmix.compare draws a run's shared initial
+    weights from the same generator, so changing it changes every run."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *salt]).generate_state(1)[0]))
 
 
@@ -579,7 +582,7 @@ def train(
     )
 
     # Model: seeded initial weights, or the shared ones given by --init (written for the record).
-    model = resnet_v1(config.depth, num_classes, generator=_seeded(config.seed, 1))
+    model = resnet_v1(config.depth, num_classes, generator=seeded_generator(config.seed, 1))
     if config.init:
         model.load_state_dict(load_weights(config.init))
     for module in model.modules():
@@ -596,7 +599,7 @@ def train(
         optimizer, lambda step: lr_factor(step, total_steps, config.schedule, config.warmup)
     )
     # Per-rank mixing draws: partners are drawn within each rank's batch.
-    mix_generator = _seeded(config.seed, 2, dist_info.rank)
+    mix_generator = seeded_generator(config.seed, 2, dist_info.rank)
     mixer = build_mixer(config, num_classes, mix_generator)
     state = RunState()
 

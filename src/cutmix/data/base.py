@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from cutmix.errors import DatasetNotFoundError
+
 __all__ = ["DATA_DIR_ENV", "Dataset", "DatasetNotFoundError", "default_cache_dir"]
 
 DATA_DIR_ENV = "CUTMIX_DATA_DIR"
@@ -78,10 +80,6 @@ class Dataset:
             f"Dataset(name={self.name!r}, train={len(self.train_images)}, test={len(self.test_images)}, "
             f"image_shape={self.image_shape}, classes={self.num_classes}, source={self.source!r})"
         )
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """No local copy of a named dataset, and it could not (or may not) be downloaded."""
 
 
 def _describe(x: Any) -> str:

@@ -17,18 +17,12 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
+from cutmix.errors import DownloadError
 from cutmix.runinfo import atomic_file
 
 __all__ = ["DownloadError", "download_file", "md5sum"]
 
 _CHUNK = 1 << 20
-
-
-class DownloadError(OSError):
-    """A download that failed; nothing was left on disk.
-
-    An ``OSError``, as a failed read of a local file is: ``cutmix`` prints it as one line, and callers
-    that already handle I/O failures handle this one too."""
 
 
 def md5sum(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
