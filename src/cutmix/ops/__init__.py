@@ -37,12 +37,16 @@ Conventions
 
 Modules
 -------
-* :mod:`cutmix.ops.params`: :class:`MixParams`, the ``sample_*_params`` functions and their argument
-  checks (step 1);
+* :mod:`cutmix.ops.rules`: every argument check and refusal with its message, and the options'
+  descriptor, shared with :mod:`cutmix.keras` (torch-free);
+* :mod:`cutmix.ops.params`: :class:`MixParams` and the ``sample_*_params`` functions (step 1);
 * :mod:`cutmix.ops.apply`: the ``apply_*`` functions (step 2) and :func:`to_targets`;
-* :mod:`cutmix.ops.classes`: the classes, which draw ahead and run both steps;
+* :mod:`cutmix.ops.boxes`: detection boxes: their checks and the box-visibility rule;
 * :mod:`cutmix.ops.dense`: segmentation masks, detection boxes and video clips carried through the
-  same parameters (``mix(images, labels, masks=..., boxes=..., box_labels=...)``).
+  same parameters (``mix(images, labels, masks=..., boxes=..., box_labels=...)``);
+* :mod:`cutmix.ops.classes`: the classes, which draw ahead and run both steps.
+
+Each module imports only those above it in this list (rules, params, apply, boxes, dense, classes).
 
 Everything public is importable from ``cutmix.ops`` itself.
 """

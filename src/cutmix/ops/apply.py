@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cutmix.ops import rules
 from cutmix.ops.params import DataFormat, MixParams
 
 # ----------------------------------------------------------------------------------------------
@@ -165,12 +166,12 @@ def apply_mixup(
     params = params.to(images.device)
     grad = _tracks_grad(images, images2)
     partner_images = _partner_images(images, images2, params, grad)
-    compute_dtype = images.dtype if images.dtype in (torch.float32, torch.float64) else torch.float32
+    dtype = rules.dtype_name(images.dtype)
+    compute_dtype = getattr(torch, rules.blend_dtype(dtype))
     weight = params.weight.to(compute_dtype).view(-1, 1, 1, 1)
     mixed = torch.lerp(partner_images.to(compute_dtype), images.to(compute_dtype), weight)
     if not images.is_floating_point():
-        info = torch.iinfo(images.dtype)
-        mixed = mixed.round_().clamp_(info.min, info.max)
+        mixed = mixed.round_().clamp_(*rules.int_range(dtype))
     # The fast path reuses the partners' buffer; with grad that may be images2, so a new one (copy_ is
     # recorded by autograd).
     out = torch.empty_like(images) if grad else partner_images
@@ -178,15 +179,7 @@ def apply_mixup(
 
 
 def _fill_value(fill: float, images: Tensor) -> Tensor:
-    if not images.dtype.is_floating_point and images.dtype != torch.bool:
-        # Refused as cutmix.keras refuses it: a cast would wrap or overflow, differently per dtype.
-        info = torch.iinfo(images.dtype)
-        if not info.min <= fill <= info.max:
-            dtype = str(images.dtype).removeprefix("torch.")
-            raise ValueError(
-                f"fill: expected a value representable in the images' {dtype} ([{info.min}, {info.max}]), "
-                f"got {fill!r}"
-            )
+    rules.check_representable("fill", fill, rules.dtype_name(images.dtype), "the images'")
     # torch.tensor makes no uint64 from a Python float (TypeError) where torch.full does; every other
     # dtype keeps torch.tensor's conversion, which differs from torch.full's at the edges (overflow).
     if images.dtype == torch.uint64:
@@ -220,10 +213,6 @@ def apply_cutout(
 # ----------------------------------------------------------------------------------------------
 
 
-def _is_integer(labels: Tensor) -> bool:
-    return not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool)
-
-
 def to_targets(
     labels: Tensor,
     num_classes: int | None = None,
@@ -238,44 +227,24 @@ def to_targets(
     """
     if not isinstance(labels, Tensor):
         raise TypeError(f"labels: expected a torch.Tensor, got {type(labels).__name__}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
+    label_smoothing = rules.check_label_smoothing(label_smoothing)
     device = labels.device if device is None else torch.device(device)
-    if labels.ndim == 2 and labels.shape[1] == 1 and _is_integer(labels):
-        labels = labels[:, 0]  # (B, 1) class ids, as keras.datasets gives them
-    if labels.ndim == 1:
-        if not _is_integer(labels):
-            raise TypeError(f"labels: expected int class ids of shape (B,), got dtype {labels.dtype}")
-        if num_classes is None:
-            raise ValueError("num_classes: expected an int when labels are class ids, got None")
-        # int64 whatever the integer dtype: scatter takes no other index dtype, and uint16/32/64 have
-        # no comparison kernels for the range check. Unsigned ids keep their values (uint64 ones of
-        # 2**63 or more turn negative, and are refused as out of range).
-        labels = labels.to(device=device, dtype=torch.int64)
-        if labels.device.type == "cpu":
-            low, high = torch.aminmax(labels) if labels.numel() else (0, 0)
-            if low < 0 or high >= num_classes:
-                raise ValueError(
-                    f"labels: expected class ids in [0, {num_classes}), "
-                    f"got values in [{int(low)}, {int(high)}]"
-                )
-        elif labels.numel():
-            torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), "labels out of range")
-        # A scatter, not F.one_hot: it needs no host-side range check on an accelerator.
-        off = label_smoothing / num_classes
-        targets = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=device)
-        return targets.scatter_(1, labels[:, None], 1.0 - label_smoothing + off)
-    elif labels.ndim == 2:
-        if not labels.is_floating_point():
-            raise TypeError(
-                f"labels: expected int class ids of shape (B,) or (B, 1), or float probabilities of shape "
-                f"(B, K), got dtype {labels.dtype} of shape {tuple(labels.shape)}"
-            )
-        if num_classes is not None and labels.shape[1] != num_classes:
-            raise ValueError(f"labels: expected (B, {num_classes}) probabilities, got {tuple(labels.shape)}")
+    if not rules.check_labels(tuple(labels.shape), rules.dtype_name(labels.dtype), num_classes, None):
         targets = labels.to(device=device, dtype=torch.float32)
-    else:
-        raise ValueError(f"labels: expected shape (B,) or (B, K), got {tuple(labels.shape)}")
-    if label_smoothing:
-        targets = targets * (1.0 - label_smoothing) + label_smoothing / targets.shape[1]
-    return targets
+        if label_smoothing:
+            targets = targets * (1.0 - label_smoothing) + label_smoothing / targets.shape[1]
+        return targets
+    # int64 whatever the integer dtype: scatter takes no other index dtype, and uint16/32/64 have no
+    # comparison kernels for the range check. Unsigned ids keep their values (uint64 ones of 2**63 or
+    # more turn negative, and are refused as out of range). (B, 1) ids are as keras.datasets gives them.
+    labels = labels.reshape(-1).to(device=device, dtype=torch.int64)
+    if labels.device.type == "cpu":
+        if labels.numel():
+            low, high = torch.aminmax(labels)
+            rules.check_class_ids(int(low), int(high), num_classes)
+    elif labels.numel():
+        torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), "labels out of range")
+    # A scatter, not F.one_hot: it needs no host-side range check on an accelerator.
+    off = label_smoothing / num_classes
+    targets = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=device)
+    return targets.scatter_(1, labels[:, None], 1.0 - label_smoothing + off)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,23 +11,21 @@ import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
 
+from cutmix.ops import rules
 from cutmix.ops.apply import _spatial_size, apply_cutmix, apply_cutout, apply_mixup, to_targets
-from cutmix.ops.dense import MASK_FILL, MIN_VISIBILITY, _check_min_visibility, mix_dense
+from cutmix.ops.dense import mix_dense
 from cutmix.ops.params import (
     BOXES,
     DATA_FORMATS,
     PARTNERS,
     DataFormat,
     MixParams,
-    _check_alpha,
-    _check_choice,
-    _check_cutout_size,
     _check_generator,
-    _check_p,
     sample_cutmix_params,
     sample_cutout_params,
     sample_mixup_params,
 )
+from cutmix.ops.rules import MASK_FILL, MIN_VISIBILITY, Option, choice
 
 # The classes draw parameters for up to this many batches (and rows) at once: drawing is a few dozen
 # small numpy calls whatever the count, so per batch it then costs a slice.
@@ -86,74 +83,6 @@ class _WorkerStreams:
         self.__dict__["_generator"] = generator
 
 
-class _Option:
-    """An option of an op, checked by the constructor's own check whenever it is set (so ``op.p = 5``
-    is refused with the constructor's message). Setting an option the draws depend on (``redraw``)
-    to a new value drops the draws made ahead, so it takes effect on the next call; an op whose
-    options nobody changes draws exactly as before."""
-
-    def __init__(self, check: Callable[[Any], Any], *, redraw: bool = False) -> None:
-        self.check, self.redraw = check, redraw
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name, self.slot = name, f"_{name}"
-
-    def __get__(self, op: object, owner: type | None = None) -> Any:
-        if op is None:
-            return self
-        try:
-            return op.__dict__[self.slot]
-        except KeyError:
-            raise AttributeError(self.name) from None
-
-    def __set__(self, op: _WorkerStreams, value: Any) -> None:
-        value = self.check(value)
-        if self.redraw and self.slot in op.__dict__ and op.__dict__[self.slot] != value:
-            op._forget_draws_ahead()
-        op.__dict__[self.slot] = value
-
-
-def _check_num_classes(num_classes: int | None) -> int | None:
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes: expected an int >= 1 or None, got {num_classes!r}")
-    return num_classes
-
-
-def _check_label_smoothing(label_smoothing: float) -> float:
-    if not isinstance(label_smoothing, int | float) or not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing: expected a number in [0, 1), got {label_smoothing!r}")
-    return float(label_smoothing)
-
-
-def _check_switch_prob(switch_prob: float) -> float:
-    if (
-        isinstance(switch_prob, bool)
-        or not isinstance(switch_prob, int | float)
-        or not (0.0 <= switch_prob <= 1.0)
-    ):
-        raise ValueError(f"switch_prob: expected a probability in [0, 1], got {switch_prob!r}")
-    return float(switch_prob)
-
-
-def _check_fill_value(fill: float) -> float:
-    try:
-        return float(fill)
-    except (TypeError, ValueError):
-        raise ValueError(f"fill: expected a number, got {fill!r}") from None
-
-
-def _check_mask_fill(mask_fill: int) -> int:
-    if isinstance(mask_fill, bool) or not isinstance(mask_fill, int):
-        raise ValueError(f"mask_fill: expected an int class id (e.g. 255, ignored), got {mask_fill!r}")
-    return mask_fill
-
-
-def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
-    return lambda value: _check_choice(name, value, choices)
-
-
 # ----------------------------------------------------------------------------------------------
 # Input checks
 # ----------------------------------------------------------------------------------------------
@@ -162,35 +91,31 @@ def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
 def _check_images(images: Tensor, data_format: str, name: str = "images") -> None:
     if not isinstance(images, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4:
-        layout = "(B, C, H, W)" if data_format == "channels_first" else "(B, H, W, C)"
-        raise ValueError(f"{name}: expected a 4-D tensor {layout}, got shape {tuple(images.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name}: expected a batch of at least 1 image, got an empty batch")
-    if images.dtype == torch.bool or images.is_complex():
-        raise TypeError(f"{name}: expected an integer or floating-point tensor, got dtype {images.dtype}")
+    rules.check_images(tuple(images.shape), rules.dtype_name(images.dtype), data_format, name)
 
 
 def _check_batch(
-    images: Tensor, labels: Tensor, data_format: str, name: str = "images", label_name: str = "labels"
+    images: Tensor,
+    labels: Tensor,
+    data_format: str,
+    num_classes: int | None,
+    name: str = "images",
+    label_name: str = "labels",
 ) -> None:
     _check_images(images, data_format, name)
     if not isinstance(labels, Tensor):
         raise TypeError(f"{label_name}: expected a torch.Tensor, got {type(labels).__name__}")
-    if labels.ndim == 0 or labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"{label_name}: expected {images.shape[0]} labels to match {name}' batch size, "
-            f"got shape {tuple(labels.shape)}"
-        )
+    shape, dtype = tuple(labels.shape), rules.dtype_name(labels.dtype)
+    rules.check_labels(shape, dtype, num_classes, images.shape[0], label_name)
 
 
 class _BatchOp(_WorkerStreams):
     """Shared argument handling for the mixing ops."""
 
-    num_classes = _Option(_check_num_classes)
-    label_smoothing = _Option(_check_label_smoothing)
-    data_format = _Option(_choice("data_format", DATA_FORMATS))
-    generator = _Option(_check_generator, redraw=True)
+    num_classes = Option(rules.check_num_classes)
+    label_smoothing = Option(rules.check_label_smoothing)
+    data_format = Option(choice("data_format", DATA_FORMATS))
+    generator = Option(_check_generator, redraw=True)
 
     def __init__(
         self,
@@ -299,18 +224,18 @@ class _BatchOp(_WorkerStreams):
         self, images: Tensor, labels: Tensor, images2: Tensor | None, labels2: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
         """Checks both batches; returns (targets, targets2)."""
-        _check_batch(images, labels, self.data_format)
+        _check_batch(images, labels, self.data_format, self.num_classes)
         targets = self._targets(labels, images.device)
-        if (images2 is None) != (labels2 is None):
-            raise ValueError("images2, labels2: expected both or neither, got only one")
+        rules.check_second_batch(images2 is not None, labels2 is not None)
         if images2 is None:
             return targets, None
-        _check_batch(images2, labels2, self.data_format, "images2", "labels2")
-        if images2.shape != images.shape or images2.dtype != images.dtype:
-            raise ValueError(
-                f"images2: expected the shape and dtype of images {tuple(images.shape)} {images.dtype}, "
-                f"got {tuple(images2.shape)} {images2.dtype}"
-            )
+        _check_batch(images2, labels2, self.data_format, self.num_classes, "images2", "labels2")
+        rules.check_like_images(
+            tuple(images2.shape),
+            rules.dtype_name(images2.dtype),
+            tuple(images.shape),
+            rules.dtype_name(images.dtype),
+        )
         if images2.device != images.device:
             raise ValueError(f"images2: expected device {images.device}, got {images2.device}")
         targets2 = self._targets(labels2, images.device)
@@ -341,11 +266,11 @@ class CutMix(_BatchOp):
     """
 
     kind = "cutmix"
-    alpha = _Option(_check_alpha, redraw=True)
-    p = _Option(_check_p, redraw=True)
-    partner = _Option(_choice("partner", PARTNERS), redraw=True)
-    box = _Option(_choice("box", BOXES), redraw=True)
-    min_visibility = _Option(_check_min_visibility)
+    alpha = Option(rules.check_alpha, redraw=True)
+    p = Option(rules.check_p, redraw=True)
+    partner = Option(choice("partner", PARTNERS), redraw=True)
+    box = Option(choice("box", BOXES), redraw=True)
+    min_visibility = Option(rules.check_min_visibility)
 
     def __init__(
         self,
@@ -395,9 +320,9 @@ class MixUp(_BatchOp):
     """
 
     kind = "mixup"
-    alpha = _Option(_check_alpha, redraw=True)
-    p = _Option(_check_p, redraw=True)
-    partner = _Option(_choice("partner", PARTNERS), redraw=True)
+    alpha = Option(rules.check_alpha, redraw=True)
+    p = Option(rules.check_p, redraw=True)
+    partner = Option(choice("partner", PARTNERS), redraw=True)
 
     def __init__(
         self,
@@ -439,11 +364,11 @@ class Cutout(_BatchOp):
     A second batch, if given, is ignored."""
 
     kind = "cutout"
-    size = _Option(_check_cutout_size, redraw=True)
-    p = _Option(_check_p, redraw=True)
-    fill = _Option(_check_fill_value)
-    mask_fill = _Option(_check_mask_fill)
-    min_visibility = _Option(_check_min_visibility)
+    size = Option(rules.check_cutout_size, redraw=True)
+    p = Option(rules.check_p, redraw=True)
+    fill = Option(rules.check_fill)
+    mask_fill = Option(rules.check_mask_fill)
+    min_visibility = Option(rules.check_min_visibility)
 
     def __init__(
         self,
@@ -480,15 +405,6 @@ class Cutout(_BatchOp):
         return f"Cutout(size={self.size}, p={self.p}, num_classes={self.num_classes}, fill={self.fill})"
 
 
-def _check_agree(cutmix: CutMix, mixup: MixUp) -> None:
-    """Both ops must make the same targets from the same labels (and read images alike): otherwise
-    the loss gets (B, K) targets of one kind or another depending on the batch's switch."""
-    for name in ("num_classes", "label_smoothing", "data_format"):
-        own, other = getattr(cutmix, name), getattr(mixup, name)
-        if own != other:
-            raise ValueError(f"mixup: expected {name} {own!r} like cutmix, got {other!r}")
-
-
 class CutMixOrMixUp(_WorkerStreams):
     """Per batch, CutMix with probability ``switch_prob``, else MixUp (timm's ``switch_prob``).
 
@@ -496,8 +412,8 @@ class CutMixOrMixUp(_WorkerStreams):
     They must agree on ``num_classes``, ``label_smoothing`` and ``data_format``.
     """
 
-    switch_prob = _Option(_check_switch_prob)
-    generator = _Option(_check_generator)
+    switch_prob = Option(rules.check_switch_prob)
+    generator = Option(_check_generator)
 
     def __init__(
         self,
@@ -520,7 +436,7 @@ class CutMixOrMixUp(_WorkerStreams):
         if not isinstance(cutmix, CutMix):
             raise TypeError(f"cutmix: expected a CutMix, got {type(cutmix).__name__}")
         if "_mixup" in self.__dict__:
-            _check_agree(cutmix, self._mixup)
+            rules.check_agree(cutmix, self._mixup)
         self._cutmix = cutmix
 
     @property
@@ -531,7 +447,7 @@ class CutMixOrMixUp(_WorkerStreams):
     def mixup(self, mixup: MixUp) -> None:
         if not isinstance(mixup, MixUp):
             raise TypeError(f"mixup: expected a MixUp, got {type(mixup).__name__}")
-        _check_agree(self._cutmix, mixup)
+        rules.check_agree(self._cutmix, mixup)
         self._mixup = mixup
 
     def __call__(
@@ -546,7 +462,7 @@ class CutMixOrMixUp(_WorkerStreams):
     ) -> tuple[Tensor, ...]:
         """As the ops' call; ``dense`` (masks, boxes, ...) go to the op picked. Masks come back as a
         tensor from CutMix and as :class:`MixedMasks` from MixUp: :func:`mask_cross_entropy` takes both."""
-        _check_agree(self.cutmix, self.mixup)  # their options may have been set since
+        rules.check_agree(self.cutmix, self.mixup)  # their options may have been set since
         use_cutmix = torch.rand((), generator=self._generator_here()).item() < self.switch_prob
         op = self.cutmix if use_cutmix else self.mixup
         return op(images, labels, images2, labels2, return_params=return_params, **dense)

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from cutmix.ops import rules
 
 DataFormat = Literal["channels_first", "channels_last"]
 PARTNERS = ("permute", "roll", "flip")
@@ -117,26 +118,6 @@ def _check_generator(generator: torch.Generator | None) -> torch.Generator:
     return generator
 
 
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
-        raise TypeError(f"alpha: expected a positive number, got {type(alpha).__name__}")
-    if not (math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha: expected a finite number > 0, got {alpha}")
-    return float(alpha)
-
-
-def _check_p(p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
-    return float(p)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
 def _check_sizes(batch_size: int, height: int, width: int) -> None:
     for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < _MAX_EXACT:
@@ -238,10 +219,10 @@ def sample_cutmix_params(
     local to each batch, and :meth:`MixParams.split` cuts the result into batches.
     """
     _check_sizes(batch_size * batches, height, width)
-    alpha, p = _check_alpha(alpha), _check_p(p)
+    alpha, p = rules.check_alpha(alpha), rules.check_p(p)
     if partner is not None:
-        _check_choice("partner", partner, PARTNERS)
-    _check_choice("box", box, BOXES)
+        rules.check_choice("partner", partner, PARTNERS)
+    rules.check_choice("box", box, BOXES)
     stream = _stream(_check_generator(generator))
 
     partners, applied, uniforms = _draw_partners_and_p(batch_size, batches, p, partner, stream)
@@ -249,14 +230,12 @@ def sample_cutmix_params(
     cut_ratio = np.sqrt(1.0 - lam)
     cut_h = np.floor(height * cut_ratio).astype(np.int64)
     cut_w = np.floor(width * cut_ratio).astype(np.int64)
-    if box == "center":
-        cy, cx = _uniform_int(uniforms[:, 1], height), _uniform_int(uniforms[:, 2], width)
-        y0, y1 = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height)
-        x0, x1 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)
-    else:
-        cy = _uniform_int(uniforms[:, 1], height - cut_h + 1)
-        cx = _uniform_int(uniforms[:, 2], width - cut_w + 1)
-        y0, y1, x0, x1 = cy, cy + cut_h, cx, cx + cut_w
+    cy = _uniform_int(uniforms[:, 1], rules.anchor_range(cut_h, height, box))
+    cx = _uniform_int(uniforms[:, 2], rules.anchor_range(cut_w, width, box))
+    (y0, y1), (x0, x1) = (
+        rules.box_edges(cy, cut_h, height, box, np.clip),
+        rules.box_edges(cx, cut_w, width, box, np.clip),
+    )
     area = (y1 - y0) * (x1 - x0)
     applied &= area > 0  # an empty box mixes nothing (the seed pastes a 1-pixel patch instead)
 
@@ -281,9 +260,9 @@ def sample_mixup_params(
     """Draws per-sample MixUp parameters: ``image = λ·x + (1−λ)·x_partner``, ``weight = λ``
     (``batches`` as in :func:`sample_cutmix_params`)."""
     _check_sizes(batch_size * batches, 1, 1)
-    alpha, p = _check_alpha(alpha), _check_p(p)
+    alpha, p = rules.check_alpha(alpha), rules.check_p(p)
     if partner is not None:
-        _check_choice("partner", partner, PARTNERS)
+        rules.check_choice("partner", partner, PARTNERS)
     stream = _stream(_check_generator(generator))
 
     partners, applied, uniforms = _draw_partners_and_p(batch_size, batches, p, partner, stream)
@@ -309,26 +288,15 @@ def sample_cutout_params(
     rectangle) with an integer centre uniform over the image, clipped to it. Labels are unchanged.
     (``batches`` as in :func:`sample_cutmix_params`.)"""
     _check_sizes(batch_size * batches, height, width)
-    size_h, size_w = _check_cutout_size(size)
-    p = _check_p(p)
+    size_h, size_w = rules.check_cutout_size(size)
+    p = rules.check_p(p)
     uniforms = _stream(_check_generator(generator)).random((batch_size * batches, 3))
     cy, cx = _uniform_int(uniforms[:, 1], height), _uniform_int(uniforms[:, 2], width)
-    y0, y1 = np.clip(cy - size_h // 2, 0, height), np.clip(cy - size_h // 2 + size_h, 0, height)
-    x0, x1 = np.clip(cx - size_w // 2, 0, width), np.clip(cx - size_w // 2 + size_w, 0, width)
+    y0, y1 = rules.cutout_edges(cy, size_h, height, np.clip)
+    x0, x1 = rules.cutout_edges(cx, size_w, width, np.clip)
     applied = (uniforms[:, 0] < p) & ((y1 - y0) * (x1 - x0) > 0)
 
     table = _table(batch_size, batches, height, width)
     table[:, _Y0], table[:, _Y1], table[:, _X0], table[:, _X1] = y0, y1, x0, x1
     table[:, _CY], table[:, _CX] = cy, cx
     return _finish("cutout", table, applied, height, width)
-
-
-def _check_cutout_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    if (
-        not isinstance(pair, tuple | list)
-        or len(pair) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in pair)
-    ):
-        raise ValueError(f"size: expected an int >= 0 or a pair (h, w) of them, got {size!r}")
-    return int(pair[0]), int(pair[1])

@@ -238,7 +238,7 @@ def test_uint8_box_labels_are_kept_and_padded_with_minus_one():
 
 def test_signed_box_labels_below_minus_one_are_still_refused():
     images = torch.rand(2, 3, H, W, generator=gen(4))
-    with pytest.raises(ValueError, match=r"box_labels: expected class ids >= 0, or −1 for padding, got -2"):
+    with pytest.raises(ValueError, match=r"box_labels: expected class ids >= 0, or -1 for padding, got -2"):
         CutMix(generator=gen(0))(
             images, None, boxes=BOXES[:2], box_labels=torch.tensor([[1, -2]] * 2).to(torch.int8)
         )

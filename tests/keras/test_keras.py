@@ -1,4 +1,4 @@
-"""cutmix.keras on the torch backend, checked from the output pixels as tests/test_ops.py checks the
+"""cutmix.keras on the torch backend, checked from the output pixels as tests/ops/test_ops.py checks the
 torch ops; the JAX and TensorFlow backends in subprocesses where they are installed.
 
 Every layer has two implementations: the torch op (the fast path on the torch backend) and the
@@ -36,9 +36,9 @@ if keras.config.backend() != BACKEND:  # pragma: no cover - keras imported earli
 import torch  # noqa: E402
 
 from cutmix.keras import CutMix, CutMixOrMixUp, Cutout, MixUp  # noqa: E402
-from cutmix.keras import _box_params as box_params  # noqa: E402
+from cutmix.keras.draw import draw_cutmix  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATHS = ["torch_op", "keras_ops"] if BACKEND == "torch" else ["keras_ops"]
 DTYPES = ["uint8", "int32", "float32"]
 
@@ -156,7 +156,7 @@ def test_keras_ops_box_is_the_papers_box(box):
     """The keras.ops draws give the box of cutmix.ops' definition for the drawn λ and position
     (computed here in float32, as that path does)."""
     height, width = 13, 9
-    params = box_params(256, height, width, 0.5, 1.0, "permute", box, keras.random.SeedGenerator(3))
+    params = draw_cutmix(256, height, width, 0.5, 1.0, "permute", box, keras.random.SeedGenerator(3))
     lam, anchor, boxes = (to_np(params[k]) for k in ("lam", "anchor", "box"))
     applied, weight = to_np(params["applied"]), to_np(params["weight"])
     for i in range(256):
@@ -364,6 +364,56 @@ def test_config_round_trip():
     assert CutMix().data_format == keras.config.image_data_format()
 
 
+# What Keras wrote for these layers when they lived in one module, cutmix/keras.py (commit b89fc42):
+# the package must serialize them the same, and load what was saved then.
+_POLICY = {
+    "class_name": "DTypePolicy",
+    "config": {"name": "float32"},
+    "module": "keras",
+    "registered_name": None,
+}
+_SAVED_BEFORE = {
+    "class_name": "CutMixOrMixUp",
+    "config": {
+        "cutmix": {"class_name": "CutMix", "config": {"alpha": 1.0, "bounding_box_format": "xyxy", "box": "inside",
+                   "data_format": "channels_last", "dtype": _POLICY, "label_smoothing": 0.0, "min_visibility": 0.25,
+                   "name": "cut_mix", "num_classes": 3, "p": 1.0, "partner": "permute", "seed": 1,
+                   "trainable": True}, "module": "cutmix.keras", "registered_name": "cutmix>CutMix"},
+        "dtype": _POLICY,
+        "mixup": {"class_name": "MixUp", "config": {"alpha": 1.0, "bounding_box_format": "xyxy",
+                  "data_format": "channels_last", "dtype": _POLICY, "label_smoothing": 0.0, "name": "mix_up",
+                  "num_classes": 3, "p": 1.0, "partner": "permute", "seed": 2, "trainable": True},
+                  "module": "cutmix.keras", "registered_name": "cutmix>MixUp"},
+        "name": "cut_mix_or_mix_up", "seed": 4, "switch_prob": 0.3, "trainable": True,
+    },
+    "module": "cutmix.keras",
+    "registered_name": "cutmix>CutMixOrMixUp",
+}  # fmt: skip
+
+
+def test_layers_serialize_and_load_as_before_the_package():
+    for layer in (CutMix, MixUp, Cutout, CutMixOrMixUp):
+        assert keras.saving.get_registered_name(layer) == f"cutmix>{layer.__name__}"
+        assert layer.__module__ == "cutmix.keras"
+    layer = CutMixOrMixUp(CutMix(num_classes=3, seed=1, box="inside", name="cut_mix"),
+                          MixUp(num_classes=3, seed=2, name="mix_up"), switch_prob=0.3, seed=4,
+                          name="cut_mix_or_mix_up")  # fmt: skip
+    assert keras.saving.serialize_keras_object(layer) == _SAVED_BEFORE
+    loaded = keras.saving.deserialize_keras_object(_SAVED_BEFORE)
+    assert type(loaded) is CutMixOrMixUp and type(loaded.cutmix) is CutMix and loaded.cutmix.box == "inside"
+    assert (loaded.switch_prob, loaded.seed, loaded.mixup.seed) == (0.3, 4, 2)
+
+
+def test_a_saved_model_with_a_layer_loads(tmp_path):
+    images_in = keras.Input((6, 6, 3))
+    mixed = Cutout(size=2, num_classes=3, seed=0)(images_in)
+    model = keras.Model(images_in, keras.layers.GlobalAveragePooling2D()(mixed))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    layer = next(layer for layer in loaded.layers if isinstance(layer, Cutout))
+    assert layer.size == (2, 2) and layer.num_classes == 3 and layer.seed == 0
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
@@ -383,7 +433,7 @@ def test_config_round_trip():
         (lambda: CutMixOrMixUp(CutMix(), CutMix()), "mixup: expected a cutmix.keras.MixUp, got CutMix"),
         (
             lambda: CutMixOrMixUp(CutMix(num_classes=3), MixUp()),
-            "mixup: expected num_classes=3 like cutmix, got None",
+            "mixup: expected num_classes 3 like cutmix, got None",
         ),
         (
             lambda: CutMixOrMixUp(CutMix(), MixUp(), switch_prob=2),
@@ -402,7 +452,7 @@ def test_bad_arguments(make, match):
     [
         (
             lambda m: m(np.zeros((8, 8, 3), np.float32)),
-            r"images: expected a 4-D batch \(B, H, W, C\), got shape \(8, 8, 3\)",
+            r"images: expected a 4-D tensor \(B, H, W, C\), got shape \(8, 8, 3\)",
         ),
         (
             lambda m: m({"pixels": np.zeros((2, 4, 4, 3), np.float32)}),
@@ -582,7 +632,7 @@ def test_missing_backend_fails_only_in_ci(ci, outcome):
     # test_other_backend[jax-jax] in a pytest of its own, where jax cannot be imported.
     code = ("import sys; sys.modules['jax'] = None  # as if not installed\n"
             "import pytest; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', sys.argv[1]]))")  # fmt: skip
-    target = f"{ROOT / 'tests' / 'test_keras.py'}::test_other_backend[jax-jax]"
+    target = f"{Path(__file__).resolve()}::test_other_backend[jax-jax]"
     env = {**os.environ, "CI": ci, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-c", code, target], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
@@ -614,6 +664,7 @@ _ON_JAX = {
     "test_keras.py": "not other_backend and not example and not readme and not on_jax and not missing_backend",
     "test_keras_dense.py": "",
     "test_keras_defects.py": "not import_without",
+    "test_semantics.py": "",  # the torch op against keras.ops on JAX, every semantic case
 }
 
 
@@ -623,7 +674,8 @@ def test_file_on_jax(name):
     needs_backend("jax")
     env = {**os.environ, "CUTMIX_TEST_KERAS_BACKEND": "jax", "KERAS_BACKEND": "jax",
            "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}  # fmt: skip
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / name)]
+    here = Path(__file__).resolve().parent
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here / name)]
     if _ON_JAX[name]:
         command += ["-k", _ON_JAX[name]]
     run = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=580)

@@ -12,8 +12,9 @@ import os
 import numpy as np
 import pytest
 
-# Keras fixes its backend at import: the torch backend needs no TensorFlow or JAX. tests/test_keras.py
-# runs this file again with CUTMIX_TEST_KERAS_BACKEND=jax, where only the keras.ops path exists.
+# Keras fixes its backend at import: the torch backend needs no TensorFlow or JAX.
+# tests/keras/test_keras.py runs this file again with CUTMIX_TEST_KERAS_BACKEND=jax, where only the
+# keras.ops path exists.
 BACKEND = os.environ.get("CUTMIX_TEST_KERAS_BACKEND", "torch")
 os.environ["KERAS_BACKEND"] = BACKEND
 keras = pytest.importorskip("keras")
@@ -305,7 +306,7 @@ def test_bad_dense_inputs_name_the_key(path, masks, boxes, match):
     "boxes, match",
     [
         (np.array([[[0, 0, 9, 4]], [[1, 1, 8, 8]]], np.float32), r"bounding_boxes\['boxes'\]: expected xyxy pixel boxes"),
-        (np.array([[[4, 0, 2, 4]], [[1, 1, 8, 8]]], np.float32), r"got \[4.0, 0.0, 2.0, 4.0\] for image 0, box 0"),
+        (np.array([[[4, 0, 2, 4]], [[1, 1, 8, 8]]], np.float32), r"got \[4.0, 0.0, 2.0, 4.0\] \(x2 < x1 or y2 < y1\) for image 0, box 0"),
     ],
 )  # fmt: skip
 def test_bad_box_values_on_the_torch_path(boxes, match):

@@ -2,7 +2,7 @@
 box labels, int8 masks with Cutout, settings changed after construction, the same refusals on both
 implementations, and ``import cutmix.keras`` where Keras' default backend cannot load.
 
-Torch backend, both implementations; tests/test_keras.py runs this file again on JAX (keras.ops only).
+Torch backend, both implementations; tests/keras/test_keras.py runs this file again on JAX (keras.ops only).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if keras.config.backend() != BACKEND:  # pragma: no cover - keras imported earli
 import cutmix  # noqa: E402
 from cutmix.keras import CutMix, CutMixOrMixUp, Cutout, MixUp  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PATHS = ["torch_op", "keras_ops"] if BACKEND == "torch" else ["keras_ops"]
 # What box labels come back as: int64, except on JAX without x64, whose widest integer is int32.
 if BACKEND == "jax":
@@ -236,12 +236,12 @@ REFUSALS = {
     "box outside the image": (
         lambda: CutMix(seed=0),
         lambda m: m(_boxes(np.array([[[0, 0, 9, 4]], [[1, 1, 6, 6]]], np.float32))),
-        "bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= 6 and 0 <= y1 <= y2 <= 6, got [0.0, 0.0, 9.0, 4.0] for image 0, box 0",
+        "bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= 6 and 0 <= y1 <= y2 <= 6, got [0.0, 0.0, 9.0, 4.0] (outside the 6x6 image) for image 0, box 0",
     ),
     "NaN box": (
         lambda: MixUp(seed=0),
         lambda m: m(_boxes(GOOD_BOXES * np.nan)),
-        "bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= 6 and 0 <= y1 <= y2 <= 6, got [nan, nan, nan, nan] for image 0, box 0",
+        "bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= 6 and 0 <= y1 <= y2 <= 6, got [nan, nan, nan, nan] (not finite) for image 0, box 0",
     ),
     "box label below -1": (
         lambda: Cutout(seed=0),
@@ -253,7 +253,7 @@ REFUSALS = {
         lambda m: m(
             _boxes(np.array([[[0, 0, 4, 4]], [[0, 0, 0, 0]]], np.float32) - 1, GOOD_LABELS.astype(np.uint8))
         ),
-        "bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= 6 and 0 <= y1 <= y2 <= 6, got [-1.0, -1.0, 3.0, 3.0] for image 0, box 0",
+        "bounding_boxes['boxes']: expected xyxy pixel boxes with 0 <= x1 <= x2 <= 6 and 0 <= y1 <= y2 <= 6, got [-1.0, -1.0, 3.0, 3.0] (outside the 6x6 image) for image 0, box 0",
     ),
 }
 
