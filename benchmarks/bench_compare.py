@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cutmix.compare import compare
-from cutmix.config import resolve_config
-from cutmix.jobs import available_cores
+from cutmix.experiment.comparison import compare
+from cutmix.experiment.runners import available_cores
+from cutmix.training.config import resolve_config
 
 
 def one_plan(jobs: int, threads: int | None, train_images: int, folder: Path) -> float:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from cutmix.data import DeviceLoader, load_dataset
 from cutmix.models import resnet_v1
 from cutmix.ops import CutMix
-from cutmix.train import train_step
+from cutmix.training.loop import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "tools" / "peers"
@@ -77,7 +77,7 @@ def measure(batch: int, device: torch.device, steps: int, autocast, channels_las
         loss.backward()
         optimizer.step()
 
-    # Ours: the trainer's step, fed by the device loader and the mixing op, as in cutmix.train.
+    # Ours: the trainer's step, fed by the device loader and the mixing op, as in cutmix.training.loop.
     model2, net2, optimizer2 = make_model(device, channels_last, compile_model)
     batches = iter(())
 

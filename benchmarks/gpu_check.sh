@@ -19,7 +19,7 @@ PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee -a "$OUT/log.txt"
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/log.txt"
 
-timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py -k "cuda or memory_format or replay" 2>&1 | tail -5 | tee -a "$OUT/log.txt"
+timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/ops/test_ops.py -k "cuda or memory_format or replay" 2>&1 | tail -5 | tee -a "$OUT/log.txt"
 timeout 60 "$PY" benchmarks/bench_ops.py --device cuda --seconds 1 --no-peers 2>&1 | tee -a "$OUT/log.txt"
 timeout 90 "$PY" benchmarks/bench_train.py --device cuda --batch 512 --steps 100 --seed-steps 0 2>&1 | tee -a "$OUT/log.txt"
 

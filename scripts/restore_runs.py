@@ -18,9 +18,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from cutmix.compare import RUN_RECORD, config_hash, hashed_options, run_dir
-from cutmix.config import TrainConfig
+from cutmix.experiment.plan import RUN_RECORD, config_hash, hashed_options, run_dir
 from cutmix.runinfo import atomic_write_json
+from cutmix.training.config import TrainConfig
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
         return 2
     split = argv.index("--")
     records, out = (Path(a) for a in argv[:split])
-    from cutmix.train_cli import add_train_options, config_from_args
+    from cutmix.training.config import add_train_options, config_from_args
 
     parser = argparse.ArgumentParser()
     add_train_options(parser)

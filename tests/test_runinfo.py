@@ -112,8 +112,8 @@ def test_provenance_records_the_cpus_simd_level():
 def test_provenance_is_not_part_of_a_runs_config_hash():
     from dataclasses import asdict, fields
 
-    from cutmix.compare import config_hash, hashed_options
-    from cutmix.config import TrainConfig
+    from cutmix.experiment.plan import config_hash, hashed_options
+    from cutmix.training.config import TrainConfig
 
     config = TrainConfig()
     # The hash covers the config's options only (not the hardware or versions of config.json).

@@ -2,9 +2,10 @@
 example's CIFAR-10 experiment as one command.
 
 ``import cutmix`` loads only the ops (:mod:`cutmix.ops`). The names of the training side --
-:func:`load_model`, :func:`evaluate_checkpoint`, :func:`predict_files` (from :mod:`cutmix.evaluate`),
-:class:`TrainConfig` and :func:`resolve_config` (from :mod:`cutmix.config`) -- are imported on first
-use (PEP 562), so the ops do not pay for the trainer, the data layer or Matplotlib.
+:func:`load_model`, :func:`evaluate_checkpoint`, :func:`predict_files` (from
+:mod:`cutmix.training.evaluate`), :class:`TrainConfig` and :func:`resolve_config` (from
+:mod:`cutmix.training.config`) -- are imported on first use (PEP 562), so the ops do not pay for
+the trainer, the data layer or Matplotlib.
 """
 
 __version__ = "0.1.0"
@@ -29,14 +30,14 @@ from cutmix.ops import (  # noqa: E402
 
 # The names imported on first use, and the module each comes from.
 _LAZY = {
-    "Evaluation": "cutmix.evaluate",
-    "LoadedCheckpoint": "cutmix.evaluate",
-    "Prediction": "cutmix.evaluate",
-    "evaluate_checkpoint": "cutmix.evaluate",
-    "load_model": "cutmix.evaluate",
-    "predict_files": "cutmix.evaluate",
-    "TrainConfig": "cutmix.config",
-    "resolve_config": "cutmix.config",
+    "Evaluation": "cutmix.training.evaluate",
+    "LoadedCheckpoint": "cutmix.training.evaluate",
+    "Prediction": "cutmix.training.evaluate",
+    "evaluate_checkpoint": "cutmix.training.evaluate",
+    "load_model": "cutmix.training.evaluate",
+    "predict_files": "cutmix.training.evaluate",
+    "TrainConfig": "cutmix.training.config",
+    "resolve_config": "cutmix.training.config",
 }
 
 

@@ -3,7 +3,7 @@
 ::
 
     ValueError
-    └── UsageError                a bad option value, or a bad file the user named (CLIError: former name)
+    └── UsageError                a bad option value, or a bad file the user named
         └── DataError             a data set, archive, image, checkpoint or run folder that is unusable
     OSError
     ├── DownloadError             a download that failed; nothing was left on disk
@@ -18,8 +18,8 @@ that names the option or the file and says what was expected.
 
 A bad argument to a library function from the caller's own code (an op's ``alpha``, a loader's
 ``batch_size``) is a plain ``ValueError`` or ``TypeError``: the caller's bug, with its traceback. (A
-comparison whose runs failed raises :class:`cutmix.jobs.RunsFailedError`, a ``RuntimeError`` that the
-`compare` command reports itself, with each run's log.)
+comparison whose runs failed raises :class:`cutmix.experiment.runners.RunsFailedError`, a
+``RuntimeError`` that the `compare` command reports itself, with each run's log.)
 
 :class:`UsageError` subclasses ``ValueError`` so that ``except ValueError`` in callers of the library
 keeps working; :class:`DownloadError` and :class:`DatasetNotFoundError` are ``OSError`` s, as a failed
@@ -31,7 +31,7 @@ CLI.
 
 from __future__ import annotations
 
-__all__ = ["CLIError", "DataError", "DatasetNotFoundError", "DownloadError", "UsageError"]
+__all__ = ["DataError", "DatasetNotFoundError", "DownloadError", "UsageError"]
 
 
 class UsageError(ValueError):
@@ -40,10 +40,6 @@ class UsageError(ValueError):
 
 class DataError(UsageError):
     """A data set, archive, image or run folder that the user named cannot be used as one."""
-
-
-# The former name of the user-error class, kept for code that raises or catches it.
-CLIError = UsageError
 
 
 class DownloadError(OSError):

@@ -1,0 +1,114 @@
+"""`cutmix compare`: a thin shell over :func:`cutmix.experiment.compare` (parse the options, run the
+comparison, print a line per arm and the report's path, return the exit status)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cutmix.errors import UsageError
+from cutmix.experiment.comparison import compare
+from cutmix.experiment.plan import parse_arms
+from cutmix.experiment.runners import RunsFailedError
+from cutmix.training.config import RECIPE_HELP, add_train_options, config_from_args, negatable_options
+
+_FLAGS = ("force", "quiet", "stop_on_divergence")
+_NEGATABLE = negatable_options()  # --x / --no-x: every boolean option of TrainConfig but the switches
+
+
+def command_from_args(args: argparse.Namespace) -> list[str]:
+    """An argv equivalent to ``args`` (used when compare is not run from the command line)."""
+    argv = ["compare"]
+    for name, value in vars(args).items():
+        if name in ("func", "command") or value is None or callable(value):
+            continue
+        option = "--" + name.replace("_", "-")
+        if name in _FLAGS:
+            argv += [option] if value else []
+        elif name in _NEGATABLE:
+            argv.append(option if value else f"--no-{name.replace('_', '-')}")
+        else:
+            argv += [option, str(value)]
+    return argv
+
+
+def _print_summary(report: dict, arms: tuple[str, ...]) -> None:
+    """A line per arm: its mean test accuracy ± the spread over seeds, and its paired difference."""
+    for arm in arms:
+        acc = report["per_arm"][arm]["test_acc"] or {}
+        mean = "n/a" if acc.get("mean") is None else f"{acc['mean']:.2%}"  # None: no finite accuracy
+        spread = "n/a" if acc.get("std") is None else f"{acc['std']:.2%}"
+        line = f"{arm:8s} test accuracy {mean} ± {spread} (n = {acc.get('n', 0)})"
+        paired = report["paired"].get(arm, {}).get("test_acc")
+        if paired and paired.get("mean") is not None:
+            line += f"; {arm} − none: {100 * paired['mean']:+.2f} pp ({paired['verdict']})"
+        print(line)
+    if report["any_diverged"]:
+        print("WARNING: some runs diverged; see the report")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`cutmix compare ARGS`: the comparison, a line per arm, the report's path; the exit status."""
+    if args.mix is not None:
+        raise UsageError(f"--mix: compare takes its mixing ops from --arms, got --mix {args.mix}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds: expected an integer >= 1, got {args.seeds}")
+    arms = parse_arms(args.arms)
+    base = config_from_args(args)
+    argv = sys.argv[1:] if sys.argv[1:2] == ["compare"] else command_from_args(args)
+    try:
+        report = compare(
+            base, arms, list(range(args.seeds)), args.out, force=args.force, progress=not args.quiet,
+            argv=argv, jobs=args.jobs, threads=args.threads,
+        )  # fmt: skip
+    except RunsFailedError as exc:
+        print(f"cutmix compare: {exc}", file=sys.stderr)
+        return 1
+    if not report:
+        return 0
+    _print_summary(report, arms)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    # As `train --stop-on-divergence` does, but once every run and the whole report are done.
+    if report["any_diverged"] and base.stop_on_divergence:
+        return 3
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="train every arm (none, cutmix, ...) over several seeds and write a report",
+        description="The Keras example's experiment: for each seed, one set of initial weights and one "
+        "data order shared by every arm; each arm trained and tested; a report with means over seeds, "
+        "paired differences against `none` with 95% t-intervals, curves and per-class accuracy. "
+        "Re-running skips finished runs and resumes an unfinished one. With --stop-on-divergence, a "
+        "run that diverges stops there, the others go on, and once the whole report is written "
+        "compare exits with status 3. " + RECIPE_HELP,
+    )
+    add_train_options(parser)
+    parser.add_argument(
+        "--arms", default="none,cutmix", help="comma-separated mixing ops to compare (default: none,cutmix)"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default: 3)")
+    parser.add_argument("--out", required=True, help="comparison folder")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs trained at once, each in its own process (default: one per GPU where several are "
+        "visible, else 1). On a small CPU, --jobs 2 with one thread each beats one run on two threads",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads per run (default with --jobs N: the cores divided by N)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="delete and redo runs in --out made with other options, and write into an --out holding "
+        "files compare did not write (never into one another comparison is using)",
+    )
+    parser.set_defaults(func=run)

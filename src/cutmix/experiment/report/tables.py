@@ -1,0 +1,259 @@
+"""report.md: the tables of a report (:func:`cutmix.experiment.report.summarize`'s dict) in
+Markdown, section by section, with the figures and the provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cutmix.experiment.report.summary import BASELINE
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _pp(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.2f} pp"
+
+
+def _acc(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "n/a"
+    spread = "n/a" if d["std"] is None else f"{100 * d['std']:.2f}"
+    return f"{100 * d['mean']:.2f} ± {spread} % (n = {d['n']})"
+
+
+def _num(d: dict[str, Any] | None, fmt: str) -> str:
+    if d is None:
+        return "n/a"
+    spread = "n/a" if d["std"] is None else format(d["std"], fmt)
+    return f"{format(d['mean'], fmt)} ± {spread}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _paired_row(arm: str, p: dict[str, Any] | None) -> list[str]:
+    if p is None:
+        return [f"{arm} − {BASELINE}", "0", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    interval = "n/a" if p["low"] is None else f"[{_pp(p['low'])}, {_pp(p['high'])}]"
+    sd = "n/a" if p["std"] is None else f"{100 * p['std']:.2f} pp"
+    t = "n/a" if p["t"] is None else f"{p['t']:.4f}"
+    return [f"{arm} − {BASELINE}", str(p["n"]), _pp(p["mean"]), sd, t, interval, p["verdict"]]
+
+
+def _images(report: dict[str, Any]) -> str:
+    counts = [f"{report.get(k)} {name}" for k, name in
+              (("train_images", "training"), ("val_images", "validation"), ("test_images", "test"))
+              if report.get(k)]  # fmt: skip
+    return (", ".join(counts) + " images") if counts else "image counts not recorded"
+
+
+def _intro(report: dict[str, Any]) -> list[str]:
+    arms, seeds = report["arms"], report["seeds"]
+    return [
+        f"# CutMix comparison: {', '.join(arms)} on {report.get('dataset') or report.get('data')}",
+        "",
+        f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}), recipe `{report.get('recipe')}`, "
+        f"{report.get('epochs')} epoch(s); {_images(report)}. For each seed every arm starts from the "
+        "same initial weights "
+        "and sees the training images in the same order. Means are over seeds, ± the sample standard "
+        "deviation (ddof = 1); n is the number of seeds.",
+        "",
+    ]
+
+
+def _final_accuracy(report: dict[str, Any]) -> list[str]:
+    """The per-arm table: final test accuracy (and without the diverged runs, and at the best
+    validation epoch, where those apply), wall time and speed."""
+    val, any_div = bool(report.get("val")), report["any_diverged"]
+    header = ["arm", "n", "final test accuracy"]
+    if any_div:
+        header += ["without diverged runs", "diverged (seeds)"]
+    if val:
+        header += ["test acc. at best-val epoch", "best epochs (by val)"]
+    header += ["wall time (s)", "train images/s"]
+    rows = []
+    for arm in report["arms"]:
+        a = report["per_arm"][arm]
+        row = [arm, str(a["n"]), _acc(a["test_acc"])]
+        if any_div:
+            row += [_acc(a["test_acc_without_diverged"]), ", ".join(map(str, a["diverged_seeds"])) or "-"]
+        if val:
+            row += [_acc(a["test_acc_at_best_val"]), ", ".join(map(str, a["best_epoch_by_val"]))]
+        row += [_num(a["wall_time"], ".1f"), _num(a["images_per_s"], ",.0f")]
+        rows.append(row)
+    return ["## Final test accuracy", "", *_table(header, rows), ""]
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    """Under the accuracy table: the validation split, the diverged runs, non-finite values, TTA."""
+    out = []
+    if report.get("val"):
+        out += [
+            f"With `--val {report['val']}` that many training images were held out; the best epoch of "
+            "each run was chosen on them, never on the test split.",
+            "",
+        ]
+    if report["any_diverged"]:
+        out += ["Runs flagged as diverged:", ""]
+        for run in report["runs"]:
+            if run.get("diverged"):
+                values = f" (non-finite: {', '.join(run['non_finite'])})" if run.get("non_finite") else ""
+                out.append(f"- seed {run['seed']}, {run['arm']}: {run['diverged']}{values}")
+        out.append("")
+    else:
+        out += ["No run diverged.", ""]
+    if report.get("any_non_finite"):
+        out += [
+            "Non-finite values (NaN, ±inf) are shown as n/a here and stored as null in report.json; "
+            "they are left out of every mean, spread and interval, and the curves plot only finite "
+            "values.",
+            "",
+        ]
+    if any(r.get("tta_flip") for r in report["runs"]):
+        out += ["Test accuracies use flip test-time augmentation (the recipe's `tta_flip`).", ""]
+    return out
+
+
+def _paired_differences(report: dict[str, Any]) -> list[str]:
+    out = ["## Paired differences against `none`", ""]
+    paired = report["paired"]
+    if not paired:
+        return [*out, "No `none` arm in this comparison, so no paired differences.", ""]
+    out += [
+        "Per seed, the arm's final test accuracy minus that of `none` (same seed, same initial "
+        "weights, same data order); 95% interval: mean ± t(0.975, n − 1)·sd/√n. "
+        '"not significant": the interval holds 0; "n/a": fewer than 2 seeds.',
+        "",
+    ]
+    header = ["difference", "n", "mean", "sd", "t(0.975, n−1)", "95% interval", "verdict"]
+    out += _table(header, [_paired_row(arm, p["test_acc"]) for arm, p in paired.items()])
+    out.append("")
+    for key, title in (
+        ("test_acc_without_diverged", "Leaving out the seeds where either run diverged:"),
+        ("test_acc_at_best_val", "Test accuracy at the best-validation epoch:"),
+    ):
+        if any(key in p for p in paired.values()):
+            rows = [_paired_row(arm, p[key]) for arm, p in paired.items()]
+            out += [title, "", *_table(header, rows), ""]
+    return out
+
+
+def _every_run(report: dict[str, Any]) -> list[str]:
+    arms = report["arms"]
+    cells = {(r["arm"], r["seed"]): r for r in report["runs"]}
+    rows = []
+    for seed in report["seeds"]:
+        row = [str(seed)]
+        for arm in arms:
+            r = cells.get((arm, seed))
+            text = "-" if r is None else _pct(r["test_acc"]) + (" (diverged)" if r.get("diverged") else "")
+            row.append(text)
+        rows.append(row)
+    return [
+        "## Every run",
+        "",
+        *_table(["seed", *arms], rows),
+        "",
+        "Run folders: `seed-<seed>/<arm>/` (config.json, metrics.jsonl, summary.json).",
+        "",
+    ]
+
+
+def _per_class(report: dict[str, Any]) -> list[str]:
+    """The per-class table (and without the diverged runs), where every arm has per-class values."""
+    arms, classes, per_arm = report["arms"], report["classes"], report["per_arm"]
+    if not all("test_per_class_mean" in per_arm[a] for a in arms):
+        return []
+
+    def table(key: str) -> list[str]:
+        rows = [[name, *(_pct(per_arm[a][key][k]) for a in arms)] for k, name in enumerate(classes)]
+        return _table(["class", *arms], rows)
+
+    out = ["## Per-class test accuracy (mean over seeds)", "", *table("test_per_class_mean"), ""]
+    if report["any_diverged"]:
+        out += ["Without the diverged runs:", "", *table("test_per_class_mean_without_diverged"), ""]
+    return out
+
+
+def _figures() -> list[str]:
+    return [
+        "## Curves and augmented examples",
+        "",
+        "![test accuracy and training loss per epoch](curves.png)",
+        "",
+        "Training loss is measured on the targets each arm trains on (mixed targets for the mixing "
+        "arms), so it is not comparable across arms; test accuracy is.",
+        "",
+        "![nine augmented training images](preview.png)",
+        "",
+    ]
+
+
+def _seed_reference(report: dict[str, Any]) -> list[str]:
+    """The Keras example's own figures, quoted, for a `seed`-recipe comparison on CIFAR-10."""
+    ref = report.get("seed_reference")
+    if not ref:
+        return []
+    out = [
+        "## The Keras example's own figures, for reference",
+        "",
+        f"One run per arm, {ref['epochs']} epochs, ResNet-20 on CIFAR-10, the test split doubling as "
+        "validation data:",
+        "",
+        f"- its training log ends at {_pct(ref['log_test_acc']['cutmix'])} test accuracy with CutMix and "
+        f"{_pct(ref['log_test_acc']['none'])} without; the no-augmentation run had reached "
+        f"{_pct(ref['none_peak_in_log']['test_acc'])} at epoch {ref['none_peak_in_log']['epoch']} "
+        "before falling to chance;",
+        f"- its closing notes state {_pct(ref['notes_test_acc']['cutmix'])} with CutMix and "
+        f"{_pct(ref['notes_test_acc']['none'])} without, figures its log does not show;",
+        "- the notes say CutMix training takes less time; the log shows "
+        f"{ref['log_seconds_per_epoch']['cutmix']} s per epoch with CutMix and "
+        f"{ref['log_seconds_per_epoch']['none']} s without (after a longer first epoch).",
+        "",
+        "The `seed` recipe used here follows the example's choices with two deliberate fixes: every "
+        "arm gets a full shuffle each epoch, and an empty box mixes nothing.",
+        "",
+    ]
+    if report.get("epochs") != ref["epochs"]:
+        out += [f"This comparison ran {report.get('epochs')} epoch(s), not {ref['epochs']}.", ""]
+    return out
+
+
+def _provenance(report: dict[str, Any]) -> list[str]:
+    out = ["## How this was made", "", "```", str(report.get("command")), "```", ""]
+    config = report.get("config") or {}
+    if config:
+        options = ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
+        out += [f"Options common to every arm: {options}.", ""]
+    versions = report.get("versions") or {}
+    hardware = report.get("hardware") or {}
+    return [
+        *out,
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "- hardware: " + ", ".join(f"{k}: {v}" for k, v in hardware.items()),
+        f"- git commit: {report.get('git_commit') or 'unknown'}",
+        "",
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md from :func:`cutmix.experiment.report.summarize`'s dict.
+
+    Args:
+        report: the report, as :func:`~cutmix.experiment.report.summarize` returns it (or as
+            report.json holds it).
+
+    Returns:
+        The Markdown text: the accuracy table and its notes, the paired differences against
+        ``none``, every run, the per-class accuracy, the figures, the Keras example's figures
+        (``seed`` recipe on CIFAR-10) and how the comparison was made.
+    """
+    sections = (_intro(report), _final_accuracy(report), _notes(report), _paired_differences(report),
+                _every_run(report), _per_class(report), _figures(), _seed_reference(report),
+                _provenance(report))  # fmt: skip
+    return "\n".join(line for section in sections for line in section)

@@ -1,0 +1,85 @@
+"""The model on pixels: the trainer's normalisation moved inside it, the occlusion masks, and an FGSM
+step that leaves the model as it was."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from cutmix.data import DeviceLoader
+from cutmix.models import resnet_v1
+from cutmix.robustness.attacks import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    PixelModel,
+    fgsm_direction,
+    occlude,
+    occlusion_mask,
+    pixels,
+)
+
+# Where the trainer has kept its normalisation constants, newest layout first.
+TRAINER_MODULES = ("cutmix.training.components", "cutmix.training.loop", "cutmix.training", "cutmix.train")
+
+
+def _model() -> torch.nn.Module:
+    return resnet_v1(8, 10, generator=torch.Generator().manual_seed(0)).eval()
+
+
+def test_the_constants_are_the_trainers():
+    for name in TRAINER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "CIFAR10_MEAN"):
+            assert (module.CIFAR10_MEAN, module.CIFAR10_STD) == (CIFAR10_MEAN, CIFAR10_STD)
+            return
+    pytest.fail(f"no trainer module among {TRAINER_MODULES} defines CIFAR10_MEAN: update TRAINER_MODULES")
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_pixel_model_sees_what_the_trainers_loader_feeds(normalize):
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    stats = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD) if normalize else {}
+    loader = DeviceLoader(images, np.zeros(16, np.int64), 16, shuffle=False, drop_last=False, **stats)
+    batch, _ = next(iter(loader))  # what the trainer and its evaluation give the model
+    model = _model()
+    with torch.no_grad():
+        expected = model(batch.float())
+        got = PixelModel(model, normalize)(pixels(images, "cpu"))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("s", [0, 4, 12, 32])
+def test_occlusion_masks(s):
+    centre, boundary = occlusion_mask(32, s, "center"), occlusion_mask(32, s, "boundary")
+    assert centre.sum().item() == s * s and boundary.sum().item() == 32 * 32 - s * s
+    assert torch.equal(centre, ~boundary)
+    lo = (32 - s) // 2  # centred: s is even, so the square sits exactly in the middle
+    assert centre[lo : lo + s, lo : lo + s].all()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(s))
+    before = x.clone()
+    filled = occlude(x, centre, torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.equal(x, before)
+    assert torch.equal(filled[:, :, ~centre], x[:, :, ~centre])
+    assert torch.allclose(filled[:, 1][:, centre], torch.tensor(0.2))
+    with pytest.raises(ValueError, match="expected protocol 'center' or 'boundary', got 'corner'"):
+        occlusion_mask(32, s, "corner")
+
+
+def test_fgsm_step_leaves_the_model_and_input_alone():
+    model = _model()
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    before = x.clone()
+    logits, sign = fgsm_direction(model, x, torch.tensor([0, 1, 2, 3]))
+    assert torch.equal(x, before) and not x.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, params[k]) for k, v in model.state_dict().items())
+    assert set(sign.unique().tolist()) <= {-1.0, 0.0, 1.0} and (sign != 0).any()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(x))
