@@ -24,7 +24,7 @@ comparison whose runs failed raises :class:`cutmix.experiment.runners.RunsFailed
 :class:`UsageError` subclasses ``ValueError`` so that ``except ValueError`` in callers of the library
 keeps working; :class:`DownloadError` and :class:`DatasetNotFoundError` are ``OSError`` s, as a failed
 read of a local file is, so that callers which handle I/O failures handle them too. They are also
-importable from where they were first defined (cutmix.cli, cutmix.data.download, cutmix.data.base).
+importable from where they were first defined (cutmix.data.download, cutmix.data.base).
 This module imports nothing, so the data layer and the library can raise them without importing the
 CLI.
 """

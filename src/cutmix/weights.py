@@ -107,12 +107,9 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, li
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """The project's safe checkpoint reader (weights only; it refuses files that would run code),
-    from wherever the trainer keeps it."""
-    try:
-        from cutmix.training.checkpoint import load_checkpoint
-    except ImportError:  # the layout before the training package
-        from cutmix.train import load_checkpoint  # type: ignore[no-redef]
+    """The project's safe checkpoint reader (weights only; it refuses files that would run code)."""
+    from cutmix.training.checkpoint import load_checkpoint  # here: training imports this module
+
     return load_checkpoint(path)
 
 
@@ -138,7 +135,7 @@ def export_checkpoint(
     """
     source = Path(checkpoint_path)
     target = Path(out_path) if out_path is not None else source.parent / MODEL_FILE
-    _check_target(target)
+    check_model_target(target)
     try:
         loaded = _load_checkpoint(source)
     except DataError as exc:
@@ -162,7 +159,9 @@ def export_checkpoint(
     return target
 
 
-def _check_target(target: Path) -> None:
+def check_model_target(target: Path) -> None:
+    """Refuses to write the model file ``target`` over a folder or over a file that is not a cutmix
+    model file (someone else's ``model.safetensors`` is never replaced)."""
     if target.is_dir():
         raise UsageError(f"--out: expected a file name for the model, got the folder {str(target)!r}")
     if target.exists():

@@ -162,6 +162,27 @@ def test_the_committed_runs_still_validate_and_keep_their_hash():
         recorded = json.loads(path.read_text())["config"]
         config = TrainConfig(**{**recorded, "init": None}).validate()  # refused today: none of them
         assert config_hash(config) == config_hash(TrainConfig(**recorded)), path
+    # The hashes themselves, as the code at 76de277 wrote them into these runs' compare-run.json
+    # (~/cutmix-runs, retrained 2026-12-01): a run started before a change resumes after it.
+    hashes = {
+        str(path.parent.relative_to(ROOT / "docs" / "results")): config_hash(
+            TrainConfig(**json.loads(path.read_text())["config"])
+        )
+        for path in configs
+    }
+    assert hashes == COMMITTED_RUN_HASHES
+
+
+COMMITTED_RUN_HASHES = {
+    "fast-recipe/seed-0/cutmix": "0f770a0fa5f00f9395fd35797d0f5d3af07fe8168e8e095e81d4721a80a0b811",
+    "fast-recipe/seed-0/none": "1b5483ee2f08f40905c17e945b5c5a47d4141d471be69775ef64e7ad63c1a108",
+    "fast-recipe/seed-1/cutmix": "285e05dc440da3006eaf9fc3ab7e1b707212186c08bad54e52ef0be40db91db3",
+    "fast-recipe/seed-1/none": "3af17004efc86c152ad894858e0d2b8adc9f35e6f48225fa607ffc987584194d",
+    "fast-recipe/seed-2/cutmix": "74d0aa6f5b240913452779f3476d99c8ef4e4404beaeba3df70b43bdbbadba38",
+    "fast-recipe/seed-2/none": "6edd0d0dbac119cce32218a921dc1265d289c0045b4962a26b79fcb295a0a429",
+    "seed-recipe/seed-0/cutmix": "bed1f30186b91a88c65f0e034bf478bfb13ebfad61d538e97483f61062d18ac5",
+    "seed-recipe/seed-0/none": "c025bb48678fce6129990e9242ed69bff9866553817585a6b1586935d983a8c2",
+}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -65,6 +65,22 @@ def test_robustness_command_refuses_bad_input_in_one_line(tiny_checkpoint, tmp_p
     assert not (tmp_path / "r").exists()
 
 
+def test_robustness_command_never_overwrites_a_users_files(tiny_checkpoint, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "robustness.md").write_text("my notes\n")
+    argv = ["robustness", "--checkpoint", str(tiny_checkpoint), "--limit", "10", "--corruptions", "contrast"]
+    code, _, stderr = run_main([*argv, "--quiet", "--out", str(out)])
+    assert code == 2 and stderr.count("\n") == 1 and "robustness.md" in stderr, stderr
+    assert (out / "robustness.md").read_text() == "my notes\n" and sorted(p.name for p in out.iterdir()) == [
+        "robustness.md"
+    ]
+    again = tmp_path / "ours"  # the suite's own files are replaced by a new run of it
+    assert run_main([*argv, "--quiet", "--out", str(again)])[0] == 0
+    assert run_main([*argv, "--seed", "1", "--quiet", "--out", str(again)])[0] == 0
+    assert '"seed": 1' in (again / "robustness.json").read_text()
+
+
 def test_export_command_writes_a_model_that_loads_as_the_checkpoint(tiny_checkpoint, tmp_path):
     import cutmix
 
@@ -77,3 +93,20 @@ def test_export_command_writes_a_model_that_loads_as_the_checkpoint(tiny_checkpo
         assert torch.equal(cutmix.load_model(target, "cpu").model(images), expected)
     code, _, stderr = run_main(["export", "--checkpoint", str(tmp_path / "missing.pt")])
     assert code == 2 and stderr.count("\n") == 1 and "missing.pt" in stderr, stderr
+
+
+def test_a_run_never_replaces_a_model_file_it_did_not_write(tiny_checkpoint, tmp_path):
+    import shutil
+
+    import pytest
+
+    from cutmix.errors import UsageError
+    from cutmix.training.loop import check_out_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint.parent, run)
+    check_out_dir(run)  # a run of ours, with its own model file: fine
+    (run / "model.safetensors").write_bytes(b"someone else's weights")
+    with pytest.raises(UsageError, match="model.safetensors.* is not a cutmix model file"):
+        check_out_dir(run)
+    check_out_dir(run, force=True)  # --force replaces, as it does config.json and the records

@@ -157,19 +157,17 @@ def test_a_corruption_against_the_formula_per_image(suite, direct):
 
 
 def test_ood_against_the_noise_scored_directly(suite, direct):
-    # The documented draws: per batch of BATCH images, uniform from generator_for(seed, 1, 0, start),
-    # Gaussian from generator_for(seed, 1, 1, start); scored here by the model and a pairwise count.
+    # The documented draws: noise image i uniform from generator_for(seed, 1, 0, i), Gaussian from
+    # generator_for(seed, 1, 1, i); scored here by the model and a pairwise count.
     result, _ = suite
     model, x, _, _ = direct
     with torch.no_grad():
         positive = model(x).double().softmax(1).amax(1).numpy()
-        uniform, gaussian = [], []
-        for start in range(0, LIMIT, BATCH):
-            shape = (min(BATCH, LIMIT - start), 3, 32, 32)
-            uniform.append(torch.rand(shape, generator=generator_for(SEED, 1, 0, start)))
-            gaussian.append(
-                (0.5 + torch.randn(shape, generator=generator_for(SEED, 1, 1, start))).clamp(0, 1)
-            )
+        uniform = [torch.rand((1, 3, 32, 32), generator=generator_for(SEED, 1, 0, i)) for i in range(LIMIT)]
+        gaussian = [
+            (0.5 + torch.randn((1, 3, 32, 32), generator=generator_for(SEED, 1, 1, i))).clamp(0, 1)
+            for i in range(LIMIT)
+        ]
     for name, noise in (("uniform", uniform), ("gaussian", gaussian)):
         with torch.no_grad():
             negative = model(torch.cat(noise)).double().softmax(1).amax(1).numpy()
@@ -180,6 +178,40 @@ def test_ood_against_the_noise_scored_directly(suite, direct):
         assert result["ood"][name]["auroc"] == pytest.approx(pairs, abs=1e-9)
         threshold = max(t for t in positive if (positive >= t).mean() >= 0.95)
         assert result["ood"][name]["tnr_at_tpr95"] == pytest.approx((negative < threshold).mean())
+
+
+def test_the_result_does_not_depend_on_the_batch_size(suite, tiny_checkpoint):
+    result, _ = suite  # BATCH = 25: batches of 25, 25 and 10
+    other = evaluate_robustness(tiny_checkpoint, "synthetic", limit=LIMIT, seed=SEED, batch_size=LIMIT,
+                                corruptions=["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"],
+                                device="cpu")  # fmt: skip
+    for name in ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"):
+        assert other["corruptions"][name] == result["corruptions"][name], name
+    # The noise images are the same; their scores may differ in the last bits across batch sizes.
+    for noise in ("uniform", "gaussian"):
+        assert other["ood"][noise]["auroc"] == pytest.approx(result["ood"][noise]["auroc"], abs=1e-6)
+
+
+def test_ood_scores_test_and_noise_images_at_one_precision():
+    from types import SimpleNamespace
+
+    from cutmix.robustness import suite as suite_module
+
+    # A confident model: its float32 softmax is exactly 1.0 at both margins; only float64 ranks the
+    # test images (margin 20) above the noise images (margin 18), as a max-softmax detector should.
+    test_logits, noise_logits = torch.tensor([[20.0, 0.0]] * 2), torch.tensor([[18.0, 0.0]] * 2)
+    assert (noise_logits.softmax(1).amax(1) == 1.0).all()
+    tally = suite_module.Tally(
+        logits=[test_logits], ood={"uniform": [noise_logits], "gaussian": [noise_logits]}
+    )
+    keys = [f"occlusion/{p}/{s}" for p in suite_module.PROTOCOLS for s in suite_module.OCCLUSION_SIZES]
+    keys += [f"fgsm/{eps}" for eps in suite_module.FGSM_EPS] + [
+        f"corruption/contrast/{v}" for v in range(1, 6)
+    ]
+    tally.correct = dict.fromkeys(keys, 2)
+    prep = SimpleNamespace(labels=torch.tensor([0, 0]), names=("contrast",))
+    summary = suite_module._summary(prep, tally)
+    assert summary["ood"]["uniform"] == {"auroc": 1.0, "tnr_at_tpr95": 1.0}
 
 
 def test_the_subset_is_class_stratified(suite, direct):

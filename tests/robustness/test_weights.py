@@ -4,8 +4,10 @@ refused; a run's checkpoint exports to a small file that loads to the same model
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,3 +135,35 @@ def test_the_robustness_suite_reads_an_exported_file_as_its_checkpoint(tiny_chec
     keys = ("clean", "occlusion", "fgsm", "ood", "corruptions")
     assert {k: by_file[k] for k in keys} == {k: by_checkpoint[k] for k in keys}
     assert by_file["checkpoint"] == str(exported)
+
+
+# --------------------------------------------------------------------------------------------
+# The committed model files are the committed runs' models
+# --------------------------------------------------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg"
+COMMITTED_MODELS = sorted(RESULTS.glob("*/seed-*/*/model.safetensors"))
+
+
+def test_every_committed_model_file_carries_its_runs_config():
+    assert COMMITTED_MODELS, f"no model.safetensors under {RESULTS}"
+    for path in COMMITTED_MODELS:
+        _, config, classes = read_model_file(path)
+        recorded = json.loads((path.parent / "config.json").read_text())["config"]
+        assert config == recorded, path
+        assert len(classes) == 10 and classes[0] == "airplane", path
+        assert path.stat().st_size < 1_200_000, path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"{REAL_DATA} not present")
+def test_a_committed_model_file_reproduces_its_runs_test_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUTMIX_DATA_DIR", str(tmp_path / "cache"))
+    path = RESULTS / "fast-recipe" / "seed-0" / "cutmix" / MODEL_FILE
+    summary = json.loads((path.parent / "summary.json").read_text())
+    result = cutmix.evaluate_checkpoint(path, str(REAL_DATA), device="cpu")
+    assert result.tta_flip == summary["tta_flip"]
+    # The same weights and images; the sum over 10,000 images may differ in its last bits across
+    # CPU kinds, so the count of correct images is compared, within one image.
+    assert abs(result.accuracy - summary["test_acc"]) <= 1e-4 + 1e-12

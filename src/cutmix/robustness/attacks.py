@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The trainer's normalisation constants, re-exported from the one place that defines them.
+from cutmix.training.components import CIFAR10_MEAN, CIFAR10_STD
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -25,12 +28,6 @@ __all__ = [
     "occlusion_mask",
     "pixels",
 ]
-
-# The trainer's normalisation constants (CIFAR-10 training-set channel mean and std, in [0, 1]
-# units), repeated here because the trainer's module is not a stable import; a test checks that
-# they are the trainer's.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 OCCLUSION_SIZES = tuple(range(0, 33, 4))  # the paper's hole sides s = 0, 4, ..., 32
 FGSM_EPS = (0, 1, 2, 4, 8)  # in units of 1/255

@@ -15,11 +15,31 @@ OUTPUT_FILES = ("robustness.json", "robustness.md", "robustness.png", "cam.png")
 
 
 def check_out(out: str | Path) -> Path:
-    """``out`` as a folder to write into, checked before anything is computed: not a file."""
+    """``out`` as a folder to write into, checked before anything is computed: not a file, and not a
+    folder holding files of the suite's names that an earlier run of the suite did not write (a
+    user's own robustness.md is never replaced)."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out: expected a folder for the robustness files, got the file {str(path)!r}")
+    present = [name for name in OUTPUT_FILES if (path / name).exists()]
+    if present and not _written_by_us(path / "robustness.json"):
+        raise UsageError(
+            f"--out: {str(path)!r} holds {', '.join(present)} that `cutmix robustness` did not write "
+            "(no robustness.json of ours); refusing to overwrite them: choose another --out"
+        )
     return path
+
+
+def _written_by_us(path: Path) -> bool:
+    import json
+
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(recorded, dict) and {"clean", "occlusion", "fgsm", "checkpoint", "settings"} <= set(
+        recorded
+    )
 
 
 def _pct(value: float | None) -> str:

@@ -34,13 +34,22 @@ from cutmix.robustness.attacks import (
 from cutmix.robustness.attacks import occlusion_mask as _mask
 from cutmix.robustness.corruptions import CORRUPTIONS, corrupt, generator_for, load_released
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OOD_NOISES", "PROTOCOLS", "evaluate_robustness", "select_subset"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "OOD_NOISES",
+    "PROTOCOLS",
+    "evaluate_robustness",
+    "noise_image",
+    "select_subset",
+]
 
 DEFAULT_BATCH_SIZE = 500
 PROTOCOLS = ("center", "boundary")
 OOD_NOISES = ("uniform", "gaussian")
-# Generator streams: each kind of draw has its own, salted with the batch's first image.
+# Generator streams: each kind of draw has its own, salted with the image's index in the evaluated set.
 _OOD_STREAM, _CORRUPTION_STREAM = 1, 2
+# The corruptions that draw random numbers (the others are deterministic functions of the image).
+NOISY_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
 
 @dataclass
@@ -195,12 +204,10 @@ def _perturbed(prep: Prepared, tally: Tally, x: Tensor, y: Tensor, start: int, s
             hole = _mask(size, s, protocol, x.device)
             tally.hit(f"occlusion/{protocol}/{s}", model(occlude(x, hole, prep.fill)), y)
     for k, noise in enumerate(OOD_NOISES):
-        generator = generator_for(seed, _OOD_STREAM, k, start)
-        if noise == "uniform":
-            fake = torch.rand(x.shape, generator=generator)
-        else:
-            fake = (0.5 + torch.randn(x.shape, generator=generator)).clamp(0, 1)
-        tally.ood[noise].append(model(fake.to(x)).softmax(1).amax(1).double().cpu())
+        fake = torch.stack([noise_image(noise, x.shape[1:], seed, k, start + i) for i in range(len(x))])
+        # Logits kept as the test images' are, and scored alike in _summary: a float32 softmax of a
+        # confident model rounds to exactly 1.0, which would rank noise against test images unfairly.
+        tally.ood[noise].append(model(fake.to(x)).float().cpu())
         tally.forwards += len(x)
     for k, name in enumerate(CORRUPTIONS):
         if name not in prep.names:
@@ -210,10 +217,29 @@ def _perturbed(prep: Prepared, tally: Tally, x: Tensor, y: Tensor, start: int, s
                 rows = prep.index[start : start + len(x)]
                 corrupted = pixels(prep.released[name][severity - 1][rows], x.device)
             else:
-                corrupted = corrupt(
-                    x, name, severity, generator_for(seed, _CORRUPTION_STREAM, k, severity, start)
-                )
+                corrupted = _corrupted(x, name, severity, seed, k, start)
             tally.hit(f"corruption/{name}/{severity}", model(corrupted), y)
+
+
+def noise_image(noise: str, shape: torch.Size, seed: int, k: int, index: int) -> Tensor:
+    """Noise image number ``index`` of kind ``noise`` (the ``k``-th of :data:`OOD_NOISES`): uniform
+    U(0, 1), or Gaussian N(0.5, 1) clipped to [0, 1], per pixel, from its own generator."""
+    generator = generator_for(seed, _OOD_STREAM, k, index)
+    if noise == "uniform":
+        return torch.rand(shape, generator=generator)
+    return (0.5 + torch.randn(shape, generator=generator)).clamp(0, 1)
+
+
+def _corrupted(x: Tensor, name: str, severity: int, seed: int, k: int, start: int) -> Tensor:
+    # A corruption that draws noise draws it image by image, from a generator keyed by the image's
+    # index in the evaluated set: the result is the same whatever the batch size (a GPU's batch is
+    # not a CPU's). Poisson draws cannot be split otherwise. The model still sees whole batches.
+    if name not in NOISY_CORRUPTIONS:
+        return corrupt(x, name, severity, generator_for(seed, _CORRUPTION_STREAM, k, severity))
+    return torch.cat([
+        corrupt(x[i : i + 1], name, severity, generator_for(seed, _CORRUPTION_STREAM, k, severity, start + i))
+        for i in range(len(x))
+    ])  # fmt: skip
 
 
 def _measure(prep: Prepared, seed: int, batch_size: int, progress: bool) -> Tally:
@@ -252,7 +278,7 @@ def _summary(prep: Prepared, tally: Tally) -> dict[str, Any]:
     positive = logits.double().softmax(1).amax(1)
     ood = {}
     for noise in OOD_NOISES:
-        negative = torch.cat(tally.ood[noise])
+        negative = torch.cat(tally.ood[noise]).double().softmax(1).amax(1)
         ood[noise] = {
             "auroc": metrics.auroc(positive, negative),
             "tnr_at_tpr95": metrics.tnr_at_tpr(positive, negative),

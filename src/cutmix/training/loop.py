@@ -48,7 +48,7 @@ from cutmix.training.distributed import (
     setup_distributed,
     sum_over_ranks,
 )
-from cutmix.weights import MODEL_FILE, write_model_file
+from cutmix.weights import MODEL_FILE, check_model_target, write_model_file
 
 # --------------------------------------------------------------------------------------------
 # The run, step by step
@@ -456,7 +456,10 @@ def check_out_dir(out_dir: Path, force: bool = False) -> None:
     user's own files, which a run would overwrite) unless ``force``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out: expected a run folder, got the file {str(out_dir)!r}")
-    if force or not out_dir.is_dir() or is_run_folder(out_dir):
+    if force or not out_dir.is_dir():
+        return
+    if is_run_folder(out_dir):
+        check_model_target(out_dir / MODEL_FILE)  # replaced at the end of the run: ours only
         return
     foreign = [name for name in RUN_FILES if (out_dir / name).exists()]
     if foreign:
