@@ -13,7 +13,7 @@ from cutmix.experiment.plan import parse_arms
 from cutmix.experiment.runners import RunsFailedError
 from cutmix.training.config import RECIPE_HELP, add_train_options, config_from_args, negatable_options
 
-_FLAGS = ("force", "quiet", "stop_on_divergence")
+_FLAGS = ("force", "quiet", "stop_on_divergence", "robustness")
 _NEGATABLE = negatable_options()  # --x / --no-x: every boolean option of TrainConfig but the switches
 
 
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = compare(
             base, arms, list(range(args.seeds)), args.out, force=args.force, progress=not args.quiet,
-            argv=argv, jobs=args.jobs, threads=args.threads,
+            argv=argv, jobs=args.jobs, threads=args.threads, robustness=args.robustness,
+            robustness_limit=args.robustness_limit,
         )  # fmt: skip
     except RunsFailedError as exc:
         print(f"cutmix compare: {exc}", file=sys.stderr)
@@ -110,5 +111,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="delete and redo runs in --out made with other options, and write into an --out holding "
         "files compare did not write (never into one another comparison is using)",
+    )
+    parser.add_argument(
+        "--robustness",
+        action="store_true",
+        help="after training, the robustness suite (cutmix robustness, without flip TTA) of each "
+        "finished run, cached in its folder (a finished comparison re-run with it only evaluates), and "
+        "its table, robustness.png and cam.png in the report; not a run option (no config hash changes)",
+    )
+    parser.add_argument(
+        "--robustness-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --robustness: a class-stratified subset of N test images (default: all)",
     )
     parser.set_defaults(func=run)

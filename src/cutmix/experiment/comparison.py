@@ -4,7 +4,9 @@ over several seeds, with a report.
 :func:`compare` reads as its steps: check the options and ``--out`` (:mod:`.folder`), load the data
 and check the options against it, lock ``--out``, plan the runs (:mod:`.plan`), clear what ``--force``
 redoes and write each seed's shared initial weights, train what is not finished (:mod:`.runners`),
-then write the report (:mod:`.report`) and the previews (:mod:`cutmix.viz.preview`).
+then write the report (:mod:`.report`) and the previews (:mod:`cutmix.viz.preview`). With
+``robustness``, the robustness suite of each finished run first (:mod:`.robustness`, cached in the
+run folders), its table in the report, robustness.png and cam.png.
 
 For seed s every arm starts from ``seed-<s>/init.pt`` and trains with ``seed=s``, so the arms see
 the training images in the same order (the loader's shuffle depends on the seed only). Re-running
@@ -47,6 +49,8 @@ class _Comparison:
     dist_info: Any
     device: torch.device
     argv: list[str] | None
+    robustness: bool = False
+    robustness_limit: int | None = None
 
 
 def compare(
@@ -60,6 +64,8 @@ def compare(
     argv: list[str] | None = None,
     jobs: int | None = None,
     threads: int | None = None,
+    robustness: bool = False,
+    robustness_limit: int | None = None,
 ) -> dict[str, Any]:
     """Runs every arm × seed into ``out`` (skipping finished runs, resuming unfinished ones) and
     writes the report.
@@ -77,6 +83,11 @@ def compare(
             there are several, else 1, in this process). A run's results do not depend on it.
         threads: intra-op threads per run (default: the cores shared out between the jobs; with
             one job in this process, torch's setting).
+        robustness: after training, the robustness suite of each finished run (cached in
+            ``RUN_DIR/robustness/``: a finished comparison re-run with it only evaluates), and its
+            table and figures in the report. Not one of the runs' options: no config hash changes.
+        robustness_limit: the suite on a class-stratified subset of this many test images (with
+            ``robustness``; None: the whole test split).
 
     Returns:
         The report dict (see :func:`cutmix.experiment.report.summarize`); empty in the processes
@@ -97,7 +108,8 @@ def compare(
     # What train() would refuse once the data is loaded, refused here before any run starts: in a
     # child process (--jobs N) it would only fail that run, once per run.
     check_fits_data(base, dataset, dist_info.world_size)
-    ctx = _Comparison(base, arms, seeds, out, dataset, dist_info, device, argv)
+    _check_robustness_limit(robustness, robustness_limit, len(dataset.test_labels))
+    ctx = _Comparison(base, arms, seeds, out, dataset, dist_info, device, argv, robustness, robustness_limit)
     with contextlib.ExitStack() as stack:
         _hold_comparison_lock(stack, out, dist_info)
         runs = _prepare_runs(ctx, force)
@@ -117,6 +129,19 @@ def _checked_jobs(jobs: int | None, threads: int | None, device: str, dist_info:
     if jobs > 1 and dist_info.enabled:
         raise UsageError(f"--jobs: expected 1 under torchrun (its processes share each run), got {jobs}")
     return jobs
+
+
+def _check_robustness_limit(robustness: bool, limit: int | None, test_count: int) -> None:
+    """Refuses a --robustness-limit without --robustness, below 1 or above the test images, before
+    any run trains (the suite would refuse it only once they all have)."""
+    if limit is None:
+        return
+    if not robustness:
+        raise UsageError(f"--robustness-limit: expected --robustness with it, got --robustness-limit {limit}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= test_count:
+        raise UsageError(
+            f"--robustness-limit: expected a number of test images from 1 to {test_count}, got {limit!r}"
+        )
 
 
 def check_fits_data(config: TrainConfig, dataset: Any, world_size: int = 1) -> None:
@@ -201,11 +226,24 @@ def _write_outputs(ctx: _Comparison, runs: list[PlannedRun]) -> dict[str, Any]:
     from cutmix.viz.preview import write_arm_previews
 
     records = [load_run(r.path, r.arm, r.seed) for r in runs]
-    report = write_report(ctx.out, records, ctx.arms, ctx.dataset.classes, _report_meta(ctx))
+    results = _robustness(ctx, records) if ctx.robustness else None
+    report = write_report(ctx.out, records, ctx.arms, ctx.dataset.classes, _report_meta(ctx), results)
     # One picture per mixing arm, drawn with that arm's own options (preview-<arm>.png), and
     # preview.png, the first mixing arm's, which the report links.
     write_arm_previews(ctx.dataset, ctx.out, ctx.base, ctx.arms, seed=0)
     return report
+
+
+def _robustness(ctx: _Comparison, records: list[Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The suite's result of each finished run (computed, or read from its cache), and cam.png."""
+    from cutmix.experiment.robustness import robustness_results, write_cam_grid
+    from cutmix.robustness import DEFAULT_BATCH_SIZE
+
+    results = robustness_results(records, ctx.dataset, ctx.device, limit=ctx.robustness_limit,
+                                 batch_size=DEFAULT_BATCH_SIZE, argv=ctx.argv)  # fmt: skip
+    if results:
+        write_cam_grid(ctx.out / "cam.png", records, ctx.arms, ctx.dataset, ctx.device)
+    return results
 
 
 def _report_meta(ctx: _Comparison) -> dict[str, Any]:

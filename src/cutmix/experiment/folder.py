@@ -3,6 +3,7 @@
 Besides the run folders of :mod:`cutmix.experiment.plan`, compare writes::
 
     OUT/report.md, report.json, curves.png, preview.png, preview-<arm>.png
+    OUT/robustness.png, cam.png   with --robustness (and seed-<s>/<arm>/robustness/ in each run)
     OUT/.lock                     held by the comparison using the folder (cutmix.experiment.locks)
 
 A folder holding anything compare did not write is refused, naming ``--out``, unless ``--force``; a
@@ -27,6 +28,7 @@ from cutmix.training.config import MIXES
 # What compare writes at the top of --out (besides seed-<s>/ and the lock); preview*.png: one
 # preview per mixing arm.
 REPORT_FILES = ("report.json", "report.md", "curves.png", "preview.png")
+ROBUSTNESS_FIGURES = ("robustness.png", "cam.png")  # --robustness's figures, beside the report
 _SEED_FOLDER = re.compile(r"seed-[0-9]+")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -87,7 +89,9 @@ def _foreign_entries(out: Path) -> list[str]:
     report_ours = _is_our_report_json(out / "report.json")
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if (name == LOCK_NAME and entry.is_file()) or _ours_temporary(name, REPORT_FILES):
+        if (name == LOCK_NAME and entry.is_file()) or _ours_temporary(
+            name, REPORT_FILES + ROBUSTNESS_FIGURES
+        ):
             continue
         if _SEED_FOLDER.fullmatch(name) and entry.is_dir():
             found += _foreign_in_seed(entry)
@@ -95,13 +99,17 @@ def _foreign_entries(out: Path) -> list[str]:
             found += [] if report_ours else [f"{entry}: not a report that cutmix compare wrote"]
         elif name == "report.md":
             found += [] if _starts_with(entry, b"# CutMix comparison") else [f"{entry}: not a report of ours"]
-        elif name.startswith(("curves", "preview")) and name.endswith(".png") and entry.is_file():
+        elif _is_figure_name(name) and entry.is_file():
             # Figures are written after report.json, so ours come with a report of ours.
             if not (report_ours and _starts_with(entry, PNG_MAGIC)):
                 found.append(f"{entry}: not a figure of a comparison of ours")
         else:
             found.append(f"{entry}: not written by cutmix compare")
     return found
+
+
+def _is_figure_name(name: str) -> bool:
+    return (name.startswith(("curves", "preview")) and name.endswith(".png")) or name in ROBUSTNESS_FIGURES
 
 
 def _foreign_in_seed(folder: Path) -> list[str]:

@@ -16,7 +16,7 @@ with the names of the affected fields in each run's ``non_finite`` list.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from cutmix.experiment.report.runs import (
     load_run,
     non_finite_fields,
 )
-from cutmix.experiment.report.summary import BASELINE, SEED_REFERENCE, summarize
+from cutmix.experiment.report.summary import BASELINE, SEED_REFERENCE, _strict, summarize
 from cutmix.experiment.report.tables import render_markdown
 from cutmix.runinfo import atomic_write_text
 
@@ -56,15 +56,29 @@ def write_report(
     arms: Sequence[str],
     classes: Sequence[str],
     meta: dict[str, Any],
+    robustness: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Writes report.json, report.md and curves.png into ``out_dir``; returns the report dict
-    (:func:`summarize`'s)."""
+    (:func:`summarize`'s).
+
+    With ``robustness`` (the suite's result of each evaluated run, by (arm, seed); ``compare
+    --robustness``), the report gains its ``robustness`` entry
+    (:func:`cutmix.experiment.report.robustness.summarize_robustness`) and robustness.png; without
+    it, the report is what it was before the suite existed."""
     out_dir = Path(out_dir)
     report = summarize(runs, arms, classes, meta, base=out_dir)
+    if robustness:
+        from cutmix.experiment.report.robustness import summarize_robustness
+
+        report["robustness"] = _strict(summarize_robustness(robustness, arms))
     # allow_nan=False: summarize() turned NaN/inf into null, and report.json must stay strict JSON.
     text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
     atomic_write_text(out_dir / "report.json", text + "\n")
     atomic_write_text(out_dir / "report.md", render_markdown(report))
     title = f"{report.get('dataset') or report.get('data')}, recipe {report.get('recipe')}"
     plot_curves(runs, arms, out_dir / "curves.png", title=title)
+    if robustness:
+        from cutmix.experiment.report.robustness import plot_robustness
+
+        plot_robustness(robustness, arms, out_dir / "robustness.png", title=title)
     return report

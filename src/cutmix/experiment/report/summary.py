@@ -76,7 +76,15 @@ def _paired(
     seeds = [s for s in sorted(runs) if s in base]
     if skip_diverged:
         seeds = [s for s in seeds if not (diverged_reason(runs[s]) or diverged_reason(base[s]))]
-    values = {s: (finite(runs[s].summary.get(key)), finite(base[s].summary.get(key))) for s in seeds}
+    values = {s: (runs[s].summary.get(key), base[s].summary.get(key)) for s in seeds}
+    return paired_values(values)
+
+
+def paired_values(values: dict[int, tuple[Any, Any]]) -> dict[str, Any] | None:
+    """The paired differences ``arm - none`` over the seeds of ``values`` (seed -> (the arm's
+    value, none's value)), with their t-interval and verdict; None when no pair is finite."""
+    seeds = sorted(values)
+    values = {s: (finite(values[s][0]), finite(values[s][1])) for s in seeds}
     # A pair with a non-finite value has no difference: it is left out, and named.
     non_finite = [s for s in seeds if None in values[s]]
     seeds = [s for s in seeds if s not in non_finite]

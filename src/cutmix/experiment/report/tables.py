@@ -143,6 +143,68 @@ def _paired_differences(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _robustness_cell(d: dict[str, Any] | None, unit: str) -> str:
+    if d is None:
+        return "n/a"
+    scale, fmt, suffix = (100, ".2f", " %") if unit == "pct" else (1, ".4f", "")
+    spread = "n/a" if d["std"] is None else format(scale * d["std"], fmt)
+    return f"{format(scale * d['mean'], fmt)} ± {spread}{suffix} (n = {d['n']})"
+
+
+def _robustness_paired_row(label: str, unit: str, p: dict[str, Any] | None) -> list[str]:
+    """A row of the paired table, as :func:`_paired_row` (pp for fractions, nats for the NLL)."""
+    if p is None:
+        return [label, "0", "n/a", "n/a", "n/a", "n/a", "n/a"]
+    scale, fmt, suffix = (100, "+.2f", " pp") if unit == "pct" else (1, "+.4f", "")
+
+    def diff(x: float | None) -> str:
+        return "n/a" if x is None else f"{format(scale * x, fmt)}{suffix}"
+
+    interval = "n/a" if p["low"] is None else f"[{diff(p['low'])}, {diff(p['high'])}]"
+    sd = "n/a" if p["std"] is None else f"{format(scale * p['std'], fmt.lstrip('+'))}{suffix}"
+    t = "n/a" if p["t"] is None else f"{p['t']:.4f}"
+    return [label, str(p["n"]), diff(p["mean"]), sd, t, interval, p["verdict"]]
+
+
+def _robustness(report: dict[str, Any]) -> list[str]:
+    """The robustness table and its paired differences (``compare --robustness``); nothing without."""
+    rob = report.get("robustness")
+    if not rob:
+        return []
+    settings, arms = rob["settings"], report["arms"]
+    images = f"the whole test split ({rob.get('n_images')} images)" if settings.get("limit") is None else (
+        f"a class-stratified subset of {settings['limit']} test images")  # fmt: skip
+    out = [
+        "## Robustness and calibration",
+        "",
+        f"The robustness suite (`cutmix robustness`) on each run's final model: {images}, seed "
+        f"{settings.get('seed')} for every run, batch size {settings.get('batch_size')}. It runs "
+        "**without flip test-time augmentation** (the accuracy tables above keep the recipe's), so its "
+        "clean accuracy can differ from theirs. The corruptions "
+        "are CIFAR-10-C-style: generated on the fly with the CIFAR severities of Hendrycks & "
+        "Dietterich's `make_cifar_c.py`, not the released CIFAR-10-C files. Occlusion is the mean over "
+        "the hole sides s = 0, 4, ..., 32; OOD is the max-softmax AUROC of the test images against as "
+        "many noise images. Means over seeds ± the sample standard deviation.",
+        "",
+    ]
+    rows = [[m["label"], *(_robustness_cell(rob["per_arm"][a][m["key"]], m["unit"]) for a in arms)]
+            for m in rob["metrics"]]  # fmt: skip
+    out += [*_table(["metric", *arms], rows), ""]
+    header = ["metric", "n", "mean", "sd", "t(0.975, n−1)", "95% interval", "verdict"]
+    for arm, by_metric in rob["paired"].items():
+        rows = [_robustness_paired_row(m["label"], m["unit"], by_metric[m["key"]]) for m in rob["metrics"]]
+        out += [f"Paired differences, {arm} − {BASELINE} (per seed, the same seed's runs; 95% interval "
+                "and verdict as for the test accuracy):", "", *_table(header, rows), ""]  # fmt: skip
+    return [
+        *out,
+        "![occlusion and FGSM curves per arm (mean over seeds, min–max band) and reliability "
+        "diagrams](robustness.png)",
+        "",
+        "![class activation maps: one row per arm, the same test images](cam.png)",
+        "",
+    ]
+
+
 def _every_run(report: dict[str, Any]) -> list[str]:
     arms = report["arms"]
     cells = {(r["arm"], r["seed"]): r for r in report["runs"]}
@@ -254,6 +316,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         (``seed`` recipe on CIFAR-10) and how the comparison was made.
     """
     sections = (_intro(report), _final_accuracy(report), _notes(report), _paired_differences(report),
-                _every_run(report), _per_class(report), _figures(), _seed_reference(report),
-                _provenance(report))  # fmt: skip
+                _robustness(report), _every_run(report), _per_class(report), _figures(),
+                _seed_reference(report), _provenance(report))  # fmt: skip
     return "\n".join(line for section in sections for line in section)
