@@ -7,13 +7,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from cutmix.errors import UsageError
+from cutmix.training.checkpoint import is_run_folder
 from cutmix.training.config import RECIPE_HELP, add_train_options, config_from_args
 from cutmix.training.evaluate import evaluate_checkpoint, iter_predictions
-from cutmix.training.loop import is_run_folder, train
+from cutmix.training.loop import train
+from cutmix.training.preemption import TrainingInterrupted, stop_on_signals
 
 
 def check_resume(out: Path) -> None:
@@ -36,18 +39,28 @@ def check_resume(out: Path) -> None:
         print(f"note: {out} holds no checkpoint yet (the run stopped in its first epoch): starting afresh")
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command line that resumes the run ``argv`` (``train ...``) started: the same options,
+    ``--resume`` instead of ``--force``."""
+    kept = [a for a in argv if a not in ("--force", "--resume")]
+    return shlex.join(["cutmix", *kept, "--resume"])
+
+
 def run_train(args: argparse.Namespace) -> int:
+    """`cutmix train ARGS`; the exit status: 0, 3 (diverged with --stop-on-divergence), or on
+    SIGTERM/SIGUSR2 128 + the signal's number once the checkpoint within the epoch is saved."""
     config = config_from_args(args)
     if args.resume:
         check_resume(Path(args.out))
-    summary = train(
-        config,
-        args.out,
-        resume=args.resume,
-        force=args.force,
-        progress=not args.quiet,
-        argv=sys.argv[1:],
-    )
+    argv = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train", "...", "--out", args.out]
+    try:
+        with stop_on_signals():
+            summary = train(config, args.out, resume=args.resume, force=args.force, progress=not args.quiet,
+                            argv=sys.argv[1:])  # fmt: skip
+    except TrainingInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+            print(f"cutmix train: {exc}; resume with: {resume_command(argv)}", file=sys.stderr)
+        return exc.exit_status
     accuracy = summary["test_acc"]
     tta = " (flip TTA)" if summary["tta_flip"] else ""
     if accuracy is not None:

@@ -219,6 +219,7 @@ class DeviceLoader:
         self.paired = bool(paired)
         self.num_samples = int(n)
         self._epoch = 0
+        self._start = 0  # the batch the next iter() starts at (set_epoch)
 
         # Per rank: cut or wrap the permutation to a multiple of world_size, then stride it.
         per_rank = n // world_size if drop_last else -(-n // world_size)
@@ -252,11 +253,19 @@ class DeviceLoader:
         """The epoch the next ``iter()`` will run."""
         return self._epoch
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` run epoch ``epoch`` (>= 0)."""
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Make the next ``iter()`` run epoch ``epoch`` (>= 0) from its batch ``start`` on.
+
+        ``start`` (0..len(self)) skips the epoch's first batches without making them: the epoch's
+        order and draws are made whole, so the batches that follow are exactly those of the whole
+        epoch (a run resumed within an epoch). Only the next ``iter()`` starts there.
+        """
         if not _is_int(epoch) or epoch < 0:
             raise ValueError(f"expected epoch as an integer >= 0, got {epoch!r}")
+        if not _is_int(start) or not 0 <= start <= len(self):
+            raise ValueError(f"expected start as an integer in [0, {len(self)}], got {start!r}")
         self._epoch = int(epoch)
+        self._start = int(start)
 
     @property
     def images(self) -> Tensor:
@@ -275,9 +284,10 @@ class DeviceLoader:
         return -(-self.samples_per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        epoch = self._epoch
+        epoch, start = self._epoch, self._start
         self._epoch += 1
-        return self._run(epoch)
+        self._start = 0
+        return self._run(epoch, start)
 
     def __repr__(self) -> str:
         h, w, c = self._shape
@@ -341,10 +351,10 @@ class DeviceLoader:
 
     # ------------------------------------------------------------------ batches
 
-    def _run(self, epoch: int) -> Iterator[tuple[Tensor, ...]]:
+    def _run(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Tensor, ...]]:
         main = self._plan(epoch, _ORDER, _AUGMENT)
         pair = self._plan(epoch, _PAIR_ORDER, _PAIR_AUGMENT) if self.paired else None
-        for i in range(len(self)):
+        for i in range(start_batch, len(self)):
             start = i * self.batch_size
             stop = min(start + self.batch_size, self.samples_per_rank)
             x, y = self._batch(main, i, start, stop)

@@ -1,4 +1,6 @@
-"""Checkpoints: written atomically every epoch, read back safely, and matched to a data set's classes.
+"""Checkpoints: written atomically every epoch (and within one on a stop, or every
+``--checkpoint-every-min``: :mod:`cutmix.training.preemption`), read back safely, and matched to a
+data set's classes.
 
 A ``checkpoint.pt`` is a dict of tensors, numbers, strings, lists and dicts (:func:`save_checkpoint`);
 :func:`load_checkpoint` reads it with ``weights_only=True`` and refuses, naming them, the globals of a
@@ -8,6 +10,7 @@ file that holds anything else, so a file from elsewhere cannot run code.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 from dataclasses import asdict
@@ -20,16 +23,20 @@ from torch import Tensor
 
 from cutmix.errors import DataError, UsageError
 from cutmix.runinfo import atomic_torch_save
-from cutmix.training.config import TrainConfig
+from cutmix.training.config import SCHEDULING_OPTIONS, TrainConfig
 from cutmix.training.distributed import Distributed
+from cutmix.weights import MODEL_FILE, check_model_target
 
 # What a checkpoint needs to be resumed from (older ones lack world_size: it is read with a default).
 _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "diverged", "mix_state",
                     "torch_rng", "config")  # fmt: skip
 
 
-def _without_init(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k != "init"}
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The options a resumed run must share with its checkpoint: all but the --init path (a run folder
+    may have moved; the checkpoint holds the weights) and the scheduling options (when to checkpoint),
+    which older checkpoints lack."""
+    return {k: v for k, v in config.items() if k != "init" and k not in SCHEDULING_OPTIONS}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -179,8 +186,7 @@ def resumable_checkpoint(
             f"--resume: {checkpoint_path} is not a cutmix checkpoint (it lacks {', '.join(missing)}); "
             "use a new --out, or --force to start afresh there"
         )
-    # The --init path may differ (a run folder moved mid-run); the checkpoint holds the weights.
-    if _without_init(checkpoint["config"]) != _without_init(asdict(config)):
+    if _identity(checkpoint["config"]) != _identity(asdict(config)):
         raise UsageError(
             f"--resume: {checkpoint_path} was written with another configuration; "
             "use a new --out or the same options"
@@ -201,3 +207,42 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
     """Writes ``checkpoint`` (a dict of tensors and plain containers, as :func:`load_checkpoint` reads
     back) to ``path`` atomically: a run killed while saving keeps its previous checkpoint."""
     atomic_torch_save(Path(path), checkpoint)
+
+
+# --------------------------------------------------------------------------------------------
+# Run folders
+# --------------------------------------------------------------------------------------------
+
+# The files train() overwrites in a run folder, which a user's own folder might also hold
+# (checkpoint.pt is never overwritten unasked: an existing one needs --resume, which reads it).
+RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", MODEL_FILE)
+
+
+def is_run_folder(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a run of ours: a ``config.json`` as train() writes it (every
+    version so far: a JSON object whose "config" is an object of options)."""
+    try:
+        recorded = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)
+
+
+def check_out_dir(out_dir: Path, force: bool = False) -> None:
+    """Refuses an ``--out`` that train() must not write into: a file, or a folder that holds
+    config.json, summary.json, metrics.jsonl or model.safetensors without being a run of ours (the
+    user's own files, which a run would overwrite) unless ``force``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out: expected a run folder, got the file {str(out_dir)!r}")
+    if force or not out_dir.is_dir():
+        return
+    if is_run_folder(out_dir):
+        check_model_target(out_dir / MODEL_FILE)  # replaced at the end of the run: ours only
+        return
+    foreign = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if foreign:
+        raise UsageError(
+            f"--out: {str(out_dir)!r} is not a cutmix run folder (no config.json of ours) but holds "
+            f"{', '.join(foreign)}; refusing to overwrite: pass --force to replace them, or choose "
+            "another --out"
+        )

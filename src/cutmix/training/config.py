@@ -1,7 +1,8 @@
 """Run configuration: ``TrainConfig``, the recipes that fill it, and the choices of each option.
 
 ``asdict(TrainConfig)`` identifies a run (the comparison hashes it), so its fields, their order and
-their defaults are part of what a run folder records.
+their defaults are part of what a run folder records; the ``SCHEDULING_OPTIONS`` (when to checkpoint)
+are recorded but identify nothing.
 
 Every field is also a command-line option: :func:`add_config_options` builds the flags from the
 fields, their types, ``CHOICES`` and ``OPTION_HELP`` (``--batch-size`` for ``batch_size``),
@@ -34,6 +35,10 @@ OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle", "cosine")
 PARTNERS = (*OP_PARTNERS, "stream")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Options that change how a run is carried out, never a number it computes: not part of what identifies
+# a run (the comparison's config hash, cutmix.experiment.plan.UNHASHED, leaves them out, and a run
+# resumes with other values of them).
+SCHEDULING_OPTIONS = ("checkpoint_every_min",)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     stop_on_divergence: bool = False
     recipe: str = "seed"
+    # How the run is carried out, not what it computes (SCHEDULING_OPTIONS): last, so that every field
+    # before it keeps its place in the records.
+    checkpoint_every_min: float = 0.0
 
     def validate(self) -> TrainConfig:
         """Checks every field; :class:`UsageError` naming the flag and what was expected. Returns self."""
@@ -95,7 +103,7 @@ class TrainConfig:
         for name in ("lr", "alpha", "adam_eps"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise UsageError(f"{_flag(name)}: expected a finite number > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "l2"):
+        for name in ("weight_decay", "l2", "checkpoint_every_min"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise UsageError(f"{_flag(name)}: expected a finite number >= 0, got {getattr(self, name)}")
         # Half-open where the closed end breaks something: momentum 1 never forgets, warm-up 1 leaves no
@@ -349,6 +357,9 @@ OPTION_HELP: dict[str, str] = {
     "stop_on_divergence": "stop a run at the epoch it diverges and exit with status 3 (compare: once "
     "every other run has trained and the whole report is written)",
     "recipe": RECIPE_HELP,
+    "checkpoint_every_min": "also save a checkpoint within an epoch every N minutes of wall time (0: only "
+    "at each epoch's end and on SIGTERM/SIGUSR2), which a killed run resumes from bit for bit; not part "
+    "of the run's identity (no config hash changes)",
 }
 
 # Per-run options: a comparison sets them itself for each run, so `compare` has no flag for them.

@@ -5,9 +5,10 @@
 model, restore a checkpoint, then per epoch run, evaluate, record and save. ``cutmix train`` is a thin
 shell over it. A run folder holds ``config.json`` (resolved configuration, versions, hardware, git
 commit), ``init.pt`` (the initial weights, shared by every arm of a comparison), ``metrics.jsonl``
-(one line per epoch), ``checkpoint.pt`` (written atomically every epoch; ``resume=True`` continues
-from it), and at the end ``model.safetensors`` (the final model, see :mod:`cutmix.weights`) and
-``summary.json``.
+(one line per epoch), ``checkpoint.pt`` (written atomically every epoch, and within an epoch on a
+stop or every ``checkpoint_every_min`` minutes, :mod:`cutmix.training.preemption`; ``resume=True``
+continues from it), and at the end ``model.safetensors`` (the final model, see :mod:`cutmix.weights`)
+and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from cutmix.errors import UsageError
 from cutmix.models import l2_penalty, resnet_v1
 from cutmix.ops import to_targets
 from cutmix.runinfo import atomic_torch_save, atomic_write_json, atomic_write_text, environment
-from cutmix.training.checkpoint import load_weights, resumable_checkpoint, save_checkpoint
+from cutmix.training.checkpoint import check_out_dir, load_weights, resumable_checkpoint, save_checkpoint
 from cutmix.training.components import (
     RunData,
     build_data,
@@ -48,7 +50,8 @@ from cutmix.training.distributed import (
     setup_distributed,
     sum_over_ranks,
 )
-from cutmix.weights import MODEL_FILE, check_model_target, write_model_file
+from cutmix.training.preemption import EpochProgress, MidEpochSaver, StepGuard
+from cutmix.weights import MODEL_FILE, write_model_file
 
 # --------------------------------------------------------------------------------------------
 # The run, step by step
@@ -73,6 +76,12 @@ def train(
     a run's names that are not ours (:func:`check_out_dir`); ``force=True`` (without ``resume``)
     starts afresh anyway, replacing those files and any run of ours there. ``on_epoch`` is called
     (on the main process) with each epoch's metrics record once that epoch is checkpointed.
+
+    After every optimizer step it checks :func:`cutmix.training.preemption.stop_requested` (a signal
+    under :func:`~cutmix.training.preemption.stop_on_signals`): if a stop is pending it saves a
+    checkpoint within the epoch and raises :class:`~cutmix.training.preemption.TrainingInterrupted`.
+    ``config.checkpoint_every_min`` > 0 saves the same checkpoint every that many minutes. Resumed
+    from such a checkpoint, a run continues at its step, and still ends bit for bit as above.
     """
     if force and resume:
         raise UsageError("--force: starts the run afresh, so it cannot be combined with --resume")
@@ -86,23 +95,30 @@ def train(
         state = restore(learner, checkpoint, dist_info)
         checkpoint = None  # restored: not held through training
         if dist_info.is_main:
-            print(f"resuming {out_dir} after epoch {state.epoch} of {config.epochs}", flush=True)
+            print(_resuming(out_dir, state, config.epochs, len(data.train)), flush=True)
     if dist_info.is_main:
         start_records(out_dir, config, device, argv, state.history, force)
     wrap_for_training(learner, config, dist_info, device)
+    contents = partial(checkpoint_contents, learner, state, config, data.classes, dist_info)
+    saver = MidEpochSaver(out_dir / "checkpoint.pt", contents, dist_info,
+                          StepGuard(config.checkpoint_every_min, dist_info), len(data.train))  # fmt: skip
 
     started = time.perf_counter() - sum(h["epoch_time"] for h in state.history)
+    started -= state.progress.elapsed if state.progress else 0.0
     for epoch in range(state.epoch, config.epochs):
-        data.train.set_epoch(epoch)
+        position, state.progress = state.progress or EpochProgress(), None
+        data.train.set_epoch(epoch, position.step)
         mixing = learner.mixer is not None and epoch < config.epochs - config.mix_off_epochs
-        epoch_start = time.perf_counter()
-        totals = run_epoch(learner, data, config, epoch, mixing, dist_info, progress)
+        epoch_start = time.perf_counter() - position.elapsed  # time spent on it before a stop counts
+        after_step = partial(saver.after_step, epoch, epoch_start)
+        totals = run_epoch(learner, data, config, epoch, mixing, dist_info, progress, position, after_step)
         train_time = time.perf_counter() - epoch_start
         record = evaluate_epoch(learner, data, config, dist_info, epoch, totals, train_time, mixing)
         record["epoch_time"] = time.perf_counter() - epoch_start
         record["wall_time"] = time.perf_counter() - started
         reason = record_epoch(state, record, len(data.classes))
         save_epoch(out_dir, learner, state, config, data.classes, dist_info)
+        saver.guard.saved()
         if dist_info.is_main:
             report_epoch(record, config, progress, on_epoch)
         if reason and config.stop_on_divergence:
@@ -139,6 +155,7 @@ class RunState:
     epoch: int = 0  # epochs completed
     history: list[dict[str, Any]] = field(default_factory=list)
     diverged: str | None = None
+    progress: EpochProgress | None = None  # within epoch ``epoch`` (a checkpoint saved mid-epoch)
 
 
 def checked_start(
@@ -192,14 +209,24 @@ def build_learner(
 
 def restore(learner: Learner, checkpoint: dict[str, Any], dist_info: Distributed) -> RunState:
     """Step 3 (resuming): the weights, optimizer, schedule, this rank's mixing draws and the global
-    RNG as the checkpoint saved them; returns the epochs done and their history."""
+    RNG as the checkpoint saved them; returns the epochs done, their history, and (a checkpoint saved
+    within an epoch) this rank's progress in the next one."""
     learner.model.load_state_dict(checkpoint["model"])
     learner.optimizer.load_state_dict(checkpoint["optimizer"])
     learner.scheduler.load_state_dict(checkpoint["scheduler"])
     if learner.mixer is not None:
         learner.mixer.load_state_dict(checkpoint["mix_state"][dist_info.rank])
     torch.set_rng_state(checkpoint["torch_rng"])
-    return RunState(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["diverged"])
+    within = checkpoint.get("epoch_progress")  # one per rank; absent from epoch-end checkpoints
+    progress = EpochProgress.from_dict(within[dist_info.rank]) if within else None
+    return RunState(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["diverged"], progress)
+
+
+def _resuming(out_dir: Path, state: RunState, epochs: int, steps: int) -> str:
+    if state.progress is None:
+        return f"resuming {out_dir} after epoch {state.epoch} of {epochs}"
+    return (f"resuming {out_dir} in epoch {state.epoch + 1} of {epochs}, after step {state.progress.step} "
+            f"of {steps}")  # fmt: skip
 
 
 def start_records(
@@ -244,20 +271,30 @@ def run_epoch(
     mixing: bool,
     dist_info: Distributed,
     progress: bool,
+    start: EpochProgress | None = None,
+    after_step: Callable[[int, Tensor, Tensor, int], None] | None = None,
 ) -> Tensor:
     """Step 4: one pass over the training data (mixed if ``mixing``), one optimisation step per batch;
-    returns the loss sum, the correct count and the image count, summed over the processes."""
+    returns the loss sum, the correct count and the image count, summed over the processes.
+
+    ``start``: where a resumed run stands within the epoch (its steps done and their sums; the loader
+    starts after them). ``after_step(step, loss_sum, correct, seen)`` is called after every optimizer
+    step with the epoch's steps and sums so far (the mid-epoch checkpoint, :class:`MidEpochSaver`).
+    """
     device = data.train.device
     num_classes = len(data.classes)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.float64)
-    seen = 0
+    start = start or EpochProgress()
+    loss_sum = torch.tensor(start.loss_sum, device=device, dtype=torch.float64)
+    correct = torch.tensor(start.correct, device=device, dtype=torch.float64)
+    seen = start.seen
     bar = _progress(
         len(data.train) * data.train.batch_size,
         f"epoch {epoch + 1}/{config.epochs}",
         progress and dist_info.is_main,
     )
-    for batch in data.train:
+    if bar is not None and seen:
+        bar.update(seen)
+    for step, batch in enumerate(data.train, start=start.step + 1):
         images, labels = batch[0], batch[1]
         if mixing:
             images, targets = learner.mixer(images, labels, *batch[2:])
@@ -272,6 +309,8 @@ def run_epoch(
         seen += labels.shape[0]
         if bar is not None:
             bar.update(labels.shape[0])
+        if after_step is not None:
+            after_step(step, loss_sum, correct, seen)
     if bar is not None:
         bar.close()
     totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device, dtype=torch.float64)])
@@ -360,28 +399,34 @@ def save_epoch(
 ) -> None:
     """Step 7: the epoch's line of metrics.jsonl and the checkpoint, written by the main process with
     every process's mixing state (each draws its own)."""
-    mix_state = learner.mixer.state_dict() if learner.mixer is not None else None
-    mix_states = gather_over_ranks(mix_state, dist_info)
+    checkpoint = checkpoint_contents(learner, state, config, classes, dist_info)
     if not dist_info.is_main:
         return
     with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(state.history[-1]) + "\n")
-    save_checkpoint(
-        out_dir / "checkpoint.pt",
-        {
-            "model": learner.model.state_dict(),
-            "optimizer": learner.optimizer.state_dict(),
-            "scheduler": learner.scheduler.state_dict(),
-            "epoch": state.epoch,
-            "history": state.history,
-            "diverged": state.diverged,
-            "mix_state": mix_states,
-            "torch_rng": torch.get_rng_state(),
-            "config": asdict(config),
-            "classes": list(classes),
-            "world_size": dist_info.world_size,
-        },
-    )
+    save_checkpoint(out_dir / "checkpoint.pt", checkpoint)
+
+
+def checkpoint_contents(
+    learner: Learner, state: RunState, config: TrainConfig, classes: list[str], dist_info: Distributed
+) -> dict[str, Any]:
+    """What a checkpoint holds after ``state.epoch`` epochs (on every process, which must all call it:
+    the mixing states are gathered; only the main process's copy is written)."""
+    mix_state = learner.mixer.state_dict() if learner.mixer is not None else None
+    mix_states = gather_over_ranks(mix_state, dist_info)
+    return {
+        "model": learner.model.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "scheduler": learner.scheduler.state_dict(),
+        "epoch": state.epoch,
+        "history": state.history,
+        "diverged": state.diverged,
+        "mix_state": mix_states,
+        "torch_rng": torch.get_rng_state(),
+        "config": asdict(config),
+        "classes": list(classes),
+        "world_size": dist_info.world_size,
+    }
 
 
 def report_epoch(
@@ -431,43 +476,8 @@ def _summary(config: TrainConfig, state: RunState, out_dir: Path) -> dict[str, A
 
 
 # --------------------------------------------------------------------------------------------
-# Run folders and seeds
+# Seeds
 # --------------------------------------------------------------------------------------------
-
-
-# The files train() overwrites in a run folder, which a user's own folder might also hold
-# (checkpoint.pt is never overwritten unasked: an existing one needs --resume, which reads it).
-RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", MODEL_FILE)
-
-
-def is_run_folder(out_dir: Path) -> bool:
-    """Whether ``out_dir`` holds a run of ours: a ``config.json`` as train() writes it (every
-    version so far: a JSON object whose "config" is an object of options)."""
-    try:
-        recorded = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(recorded, dict) and isinstance(recorded.get("config"), dict)
-
-
-def check_out_dir(out_dir: Path, force: bool = False) -> None:
-    """Refuses an ``--out`` that train() must not write into: a file, or a folder that holds
-    config.json, summary.json, metrics.jsonl or model.safetensors without being a run of ours (the
-    user's own files, which a run would overwrite) unless ``force``."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out: expected a run folder, got the file {str(out_dir)!r}")
-    if force or not out_dir.is_dir():
-        return
-    if is_run_folder(out_dir):
-        check_model_target(out_dir / MODEL_FILE)  # replaced at the end of the run: ours only
-        return
-    foreign = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if foreign:
-        raise UsageError(
-            f"--out: {str(out_dir)!r} is not a cutmix run folder (no config.json of ours) but holds "
-            f"{', '.join(foreign)}; refusing to overwrite: pass --force to replace them, or choose "
-            "another --out"
-        )
 
 
 def seeded_generator(seed: int, *salt: int) -> torch.Generator:

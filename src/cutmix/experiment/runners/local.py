@@ -13,6 +13,7 @@ import torch.distributed as dist
 from cutmix.experiment.locks import run_lock
 from cutmix.experiment.plan import PlannedRun, write_run_record
 from cutmix.training.loop import train
+from cutmix.training.preemption import stop_on_signals
 
 
 def barrier(enabled: bool) -> None:
@@ -53,7 +54,9 @@ def train_here(todo: list[PlannedRun], total: int, dist_info: Any, bar: Any, arg
         if bar is not None:
             bar.set_postfix_str(f"{status}: starting")
         lock = run_lock(run.path) if dist_info.is_main else contextlib.nullcontext()
-        with lock:
+        # SIGTERM/SIGUSR2 save the run within its epoch and raise TrainingInterrupted (the CLI says how
+        # to resume); only here, in-process: the parent of --jobs N must stay stoppable by SIGTERM.
+        with lock, stop_on_signals():
             summary = train(run.config, run.path, resume=True, progress=False, argv=argv, on_epoch=on_epoch)
         if bar is not None and summary["epochs_completed"] < run.config.epochs:
             bar.update(run.config.epochs - summary["epochs_completed"])  # stopped on divergence

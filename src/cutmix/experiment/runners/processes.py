@@ -31,6 +31,7 @@ import torch
 
 import cutmix
 from cutmix.training.config import TrainConfig
+from cutmix.training.preemption import INTERRUPTED_EXIT_STATUSES
 
 # The child's entry point (python -m): a module nothing imports, so that it runs as __main__ cleanly.
 CHILD_MODULE = "cutmix.experiment.runners.child"
@@ -83,6 +84,10 @@ class Failure:
 
     def headline(self) -> str:
         code = self.returncode
+        if code in INTERRUPTED_EXIT_STATUSES:  # the child saved within its epoch (runners.child)
+            name = signal.Signals(code - 128).name
+            return (f"{self.task.label} ({self.task.run_dir}) interrupted by {name}: checkpoint saved "
+                    "within the epoch; the same command resumes it")  # fmt: skip
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         return f"{self.task.label} ({self.task.run_dir}) failed: {how}"
 
