@@ -31,7 +31,9 @@ Conventions
   ``y * (1 - ε) + ε / K``. Do not smooth again in the loss.
 * Gradients flow through every op when images, a second batch or probability labels require grad
   (e.g. mixing features, or learned augmentations); without grad (or under ``torch.no_grad``) the ops
-  write into preallocated buffers with ``out=``, which autograd does not support.
+  write into preallocated buffers with ``out=``, which autograd does not support. Every call returns
+  new tensors, which no later call writes to; the one buffer reused from call to call is a CPU box
+  mask that never leaves the call (one per thread; not used with grad, where autograd keeps the mask).
 * Images are expected to be finite: on the CPU, CutMix blends with 0/1 weights (faster there than
   ``torch.where``), which is exact for finite values.
 

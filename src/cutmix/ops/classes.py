@@ -12,7 +12,15 @@ from torch import Tensor
 from torch.utils.data import get_worker_info
 
 from cutmix.ops import rules
-from cutmix.ops.apply import _spatial_size, apply_cutmix, apply_cutout, apply_mixup, to_targets
+from cutmix.ops.apply import (
+    _checked_targets,
+    _spatial_size,
+    apply_cutmix,
+    apply_cutout,
+    apply_mixup,
+    split_ready,
+    to_targets,
+)
 from cutmix.ops.dense import mix_dense
 from cutmix.ops.params import (
     BOXES,
@@ -101,12 +109,12 @@ def _check_batch(
     num_classes: int | None,
     name: str = "images",
     label_name: str = "labels",
-) -> None:
+) -> bool:  # whether the labels are class ids
     _check_images(images, data_format, name)
     if not isinstance(labels, Tensor):
         raise TypeError(f"{label_name}: expected a torch.Tensor, got {type(labels).__name__}")
     shape, dtype = tuple(labels.shape), rules.dtype_name(labels.dtype)
-    rules.check_labels(shape, dtype, num_classes, images.shape[0], label_name)
+    return rules.check_labels(shape, dtype, num_classes, images.shape[0], label_name)
 
 
 class _BatchOp(_WorkerStreams):
@@ -190,7 +198,7 @@ class _BatchOp(_WorkerStreams):
         if key != self._pool_key or not self._pool:
             batches = max(1, min(_POOL_BATCHES, _POOL_ROWS // batch_size))
             drawn = self.sample(batch_size, height, width, paired, batches=batches)
-            self._pool, self._pool_key = deque(drawn.split(batch_size)), key
+            self._pool, self._pool_key = deque(split_ready(drawn, batch_size)), key
         return self._pool.popleft()
 
     def _forget_draws_ahead(self) -> None:
@@ -214,16 +222,28 @@ class _BatchOp(_WorkerStreams):
         # A state taken when the draws made ahead were used up holds no rows: split() would still
         # give one empty batch, so the pool stays empty and the next call draws afresh, as the
         # original op does.
-        pool = deque(rows.split(batch_size)) if rows.batch_size else deque()
+        pool = deque(split_ready(rows, batch_size)) if rows.batch_size else deque()
         self._pool, self._pool_key = pool, (batch_size, height, width, bool(paired))
 
     def _targets(self, labels: Tensor, device: torch.device) -> Tensor:
         return to_targets(labels, self.num_classes, self.label_smoothing, device)
 
+    def _checked_ids(self, images: Tensor, labels: Tensor) -> bool:
+        """Checks one batch; returns whether its labels are class ids. The checks depend only on the
+        key, so a batch like the last one passes unchecked (class ids' range: by the targets, always)."""
+        key = (images.shape, images.dtype, labels.shape, labels.dtype, self.data_format, self.num_classes)
+        checked = self.__dict__.get("_checked")
+        if checked is None or checked[0] != key:
+            checked = self._checked = (key, _check_batch(images, labels, self.data_format, self.num_classes))
+        return checked[1]
+
     def _inputs(
         self, images: Tensor, labels: Tensor, images2: Tensor | None, labels2: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
         """Checks both batches; returns (targets, targets2)."""
+        if images2 is None and labels2 is None and isinstance(images, Tensor) and isinstance(labels, Tensor):
+            ids = self._checked_ids(images, labels)
+            return _checked_targets(labels, ids, self.num_classes, self.label_smoothing, images.device), None
         _check_batch(images, labels, self.data_format, self.num_classes)
         targets = self._targets(labels, images.device)
         rules.check_second_batch(images2 is not None, labels2 is not None)
