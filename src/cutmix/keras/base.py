@@ -326,8 +326,12 @@ class _MixLayer(keras.layers.Layer):
                 labels = torch.ones(batch, 1, device=images.device)
             else:
                 labels = torch.zeros(batch, dtype=torch.int64, device=images.device)
-            return op(images, labels)[0], None
-        return op(images, torch_ids(labels), images2, torch_ids(labels2))
+            return self._torch_mix(op, images, labels, None, None)[0], None
+        return self._torch_mix(op, images, torch_ids(labels), images2, torch_ids(labels2))
+
+    def _torch_mix(self, op: Any, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        """One call of the torch op on checked inputs (CutMix with ``factor`` overrides it)."""
+        return op(images, labels, images2, labels2)
 
     def _keras_call(
         self, images: Any, labels: Any, images2: Any, labels2: Any, params: dict[str, Any] | None = None

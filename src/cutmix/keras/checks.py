@@ -166,3 +166,16 @@ def torch_ids(labels: Any) -> Any:
     if labels is None or not is_ids(dtype_of(labels)):
         return labels
     return ops.cast(labels, "int64")
+
+
+def check_concentration(alpha: Any, factor: Any) -> tuple[float | None, tuple[float, float] | None]:
+    """CutMix's ``alpha`` (a fixed Beta(α, α) concentration) and ``factor`` (Keras' range it is drawn
+    from on every call): exactly one of them; returns both, checked."""
+    if alpha is not None and factor is not None:
+        raise ValueError(
+            f"alpha, factor: expected one of them, got both (alpha={alpha!r}, factor={factor!r}): alpha "
+            "fixes the Beta(alpha, alpha) concentration, factor (keras.layers.CutMix's) draws it per call"
+        )
+    if alpha is None and factor is None:
+        raise ValueError("alpha, factor: expected one of them, got neither (both None)")
+    return (None if alpha is None else rules.check_alpha(alpha)), rules.check_factor(factor)

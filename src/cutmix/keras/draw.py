@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from cutmix.ops import rules
+
+_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 
 
 def batch_and_size(images: Any, data_format: str) -> tuple[Any, Any, Any]:
@@ -43,12 +46,14 @@ def partner_index(batch: Any, partner: str | None, seed: keras.random.SeedGenera
 
 
 def beta_draw(alpha: float, batch: Any, coin: Any, seed: keras.random.SeedGenerator) -> Any:
-    """Beta(α, α) as float32 from two Gamma(α, 1) draws. For tiny α both gammas can underflow to 0;
-    Beta(α, α) then sits at 0 or 1 with equal odds, which ``coin`` (uniforms) decides."""
+    """Beta(α, α) as float32 from two Gamma(α, 1) draws. For tiny α (``factor`` near 0) both gammas can
+    underflow: to 0 (JAX), or to the smallest normal float32 (torch clamps them there, which would
+    give λ = 0.5). Beta(α, α) then sits at 0 or 1 with equal odds, which ``coin`` (uniforms) decides."""
     gammas = keras.random.gamma((2, batch), alpha, dtype="float32", seed=seed)
     total = gammas[0] + gammas[1]
-    safe = ops.where(total > 0, total, ops.ones_like(total))
-    return ops.where(total > 0, gammas[0] / safe, ops.cast(coin < 0.5, "float32"))
+    drawn = ops.maximum(gammas[0], gammas[1]) > _TINY
+    safe = ops.where(drawn, total, ops.ones_like(total))
+    return ops.where(drawn, gammas[0] / safe, ops.cast(coin < 0.5, "float32"))
 
 
 def draw_pairing(batch: Any, p: float, partner: str | None, seed: keras.random.SeedGenerator):

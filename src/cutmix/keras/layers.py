@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from cutmix.keras.base import _MixLayer
-from cutmix.keras.checks import dtype_of
+from cutmix.keras.checks import check_concentration, dtype_of, static_image_size
 from cutmix.keras.draw import batch_and_size, draw_cutmix, draw_cutout, draw_mixup
 from cutmix.ops import rules
 from cutmix.ops.params import BOXES, PARTNERS
@@ -24,8 +24,8 @@ class CutMix(_MixLayer):
     """Per-sample CutMix: each image gets a box cut from its partner; targets mixed by the pasted area.
 
     Args:
-        alpha: λ ~ Beta(alpha, alpha) per sample, alpha > 0 (``keras.layers.CutMix`` instead draws
-            its α from U(0, factor) on every call).
+        alpha: λ ~ Beta(alpha, alpha) per sample, alpha > 0; default 1.0 unless ``factor`` is given.
+            ``alpha`` and ``factor`` together are refused.
         p: probability, drawn per sample, that the sample is mixed at all.
         num_classes: K, needed when labels are int class ids, (B,) or (B, 1).
         label_smoothing: ε, applied to each sample's own target before mixing; don't smooth again
@@ -39,10 +39,23 @@ class CutMix(_MixLayer):
         min_visibility: a ``bounding_boxes`` box is kept when at least this share of its area is
             still visible (own boxes) or pasted (partner boxes); see :mod:`cutmix.ops.dense`.
         bounding_box_format: only ``"xyxy"`` (pixels), as Keras' default.
+        factor: ``keras.layers.CutMix``'s own argument, with its meaning: a number f in [0, 1] or a
+            (min, max) pair in [0, 1]; on every call one concentration α ~ U(min, max) + 1e-6 is
+            drawn (U(0, f) for a number), and each sample's λ ~ Beta(α, α). That draw follows
+            Keras; the rest stays this layer's: a box per sample with integer edges (the paper's
+            clipped box), the target weight equal to the share of pixels actually pasted, a
+            partner per sample, ``p``, and integer images kept. Pass it by keyword:
+            ``CutMix(0.5)`` is ``alpha=0.5``. Calls with ``factor`` draw each batch's parameters
+            when it comes instead of many batches ahead.
+
+    Switching from Keras: ``keras.layers.CutMix(factor=f, seed=s)`` becomes
+    ``cutmix.keras.CutMix(factor=f, seed=s)`` (plus ``num_classes`` for class-id labels; one-hot
+    labels need nothing). Setting ``alpha`` or ``factor`` after construction is checked as the
+    constructor checks them and takes effect on the next call: a number for ``alpha``, or a
+    ``factor``, switches to it; ``factor = None`` goes back to ``alpha`` (1.0 unless set).
     """
 
     kind = "cutmix"
-    alpha = Option(rules.check_alpha)
     p = Option(rules.check_p)
     partner = Option(choice("partner", PARTNERS))
     box = Option(choice("box", BOXES))
@@ -52,7 +65,7 @@ class CutMix(_MixLayer):
 
     def __init__(
         self,
-        alpha: float = 1.0,
+        alpha: float | None = None,
         p: float = 1.0,
         num_classes: int | None = None,
         label_smoothing: float = 0.0,
@@ -62,32 +75,109 @@ class CutMix(_MixLayer):
         seed: int | None = None,
         *,
         min_visibility: float = MIN_VISIBILITY,
+        factor: float | tuple[float, float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes, label_smoothing, data_format, seed, **kwargs)
-        self.alpha = alpha
+        if alpha is None and factor is None:
+            alpha = 1.0
+        self._set_concentration(alpha, factor)
         self.p = p
         self.partner = partner
         self.box = box
         self.min_visibility = min_visibility
 
+    @property
+    def alpha(self) -> float | None:
+        """The fixed Beta(α, α) concentration, or None when ``factor`` draws it per call."""
+        return self.__dict__["_setting_alpha"]
+
+    @alpha.setter
+    def alpha(self, alpha: float | None) -> None:
+        if alpha is None and self.factor is not None:
+            return  # already drawn per call
+        self._set_concentration(alpha, None)  # a number switches to it from factor
+
+    @property
+    def factor(self) -> tuple[float, float] | None:
+        """Keras' (min, max) range of the concentration drawn on every call, or None (``alpha``)."""
+        return self.__dict__["_setting_factor"]
+
+    @factor.setter
+    def factor(self, factor: float | tuple[float, float] | None) -> None:
+        if factor is None:  # back to a fixed alpha: the one set, or the constructor's default
+            self._set_concentration(1.0 if self.alpha is None else self.alpha, None)
+        else:
+            self._set_concentration(None, factor)
+
+    def _set_concentration(self, alpha: float | None, factor: Any) -> None:
+        # Kept beside the Options' values, past Keras' attribute tracking (as Option does); both
+        # are read on every call, so a new value takes effect on the next one.
+        self.__dict__["_setting_alpha"], self.__dict__["_setting_factor"] = check_concentration(alpha, factor)
+
     def _make_torch_op(self) -> Any:
         from cutmix.ops import CutMix as TorchCutMix
 
+        # With factor, the op's alpha is replaced by each call's drawn concentration.
+        alpha = 1.0 if self.alpha is None else self.alpha
         return TorchCutMix(
-            self.alpha, self.p, self.num_classes, self.label_smoothing, self.partner, self.box,
-            self.data_format, self._torch_generator(), min_visibility=self.min_visibility,
+            alpha, self.p, self.num_classes, self.label_smoothing, self.partner, self.box, self.data_format,
+            self._torch_generator(), min_visibility=self.min_visibility,
         )  # fmt: skip
 
     def _draw(self, images: Any, paired: bool) -> dict[str, Any]:
         batch, height, width = batch_and_size(images, self.data_format)
         partner = None if paired else self.partner
-        return draw_cutmix(batch, height, width, self.alpha, self.p, partner, self.box, self.seed_generator)
+        alpha = self.alpha
+        if alpha is None:  # Keras' draw: one concentration per call, from U(factor) + 1e-6
+            low, high = self.factor
+            alpha = keras.random.uniform((), low, high, dtype="float32", seed=self.seed_generator) + 1e-6
+        return draw_cutmix(batch, height, width, alpha, self.p, partner, self.box, self.seed_generator)
+
+    def _torch_concentration(self, op: Any) -> float:
+        """This call's concentration with ``factor``, as Keras draws it, from the torch op's generator."""
+        import torch
+
+        low, high = self.factor
+        return low + (high - low) * float(torch.rand((), dtype=torch.float64, generator=op.generator)) + 1e-6
+
+    def _torch_mix(self, op: Any, images: Any, labels: Any, images2: Any, labels2: Any) -> tuple[Any, Any]:
+        if self.factor is None:
+            return super()._torch_mix(op, images, labels, images2, labels2)
+        # One batch drawn with this call's concentration: the op's draws ahead share one alpha.
+        from cutmix.ops import apply_cutmix, sample_cutmix_params, to_targets
+
+        alpha = self._torch_concentration(op)
+        height, width = static_image_size(images, self.data_format)
+        partner = None if images2 is not None else self.partner
+        params = sample_cutmix_params(
+            images.shape[0], height, width, alpha=alpha, p=self.p, partner=partner, box=self.box,
+            generator=op.generator,
+        )  # fmt: skip
+        targets = to_targets(labels, self.num_classes, self.label_smoothing, images.device)
+        targets2 = None
+        if labels2 is not None:
+            targets2 = to_targets(labels2, self.num_classes, self.label_smoothing, images.device)
+            if targets2.shape != targets.shape:
+                raise ValueError(
+                    f"labels2: expected targets of shape {tuple(targets.shape)}, got {tuple(targets2.shape)}"
+                )
+        return apply_cutmix(images, targets, params, images2, targets2, data_format=self.data_format)
+
+    def _torch_dense_call(
+        self, images: Any, labels: Any, masks: Any, boxes: Any, box_labels: Any
+    ) -> tuple[Any, Any, Any, Any]:
+        if self.factor is not None:  # masks and boxes: the op itself, given this call's concentration
+            op = self._current_torch_op()
+            op.alpha = self._torch_concentration(op)
+        return super()._torch_dense_call(images, labels, masks, boxes, box_labels)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(alpha=self.alpha, p=self.p, partner=self.partner, box=self.box,
                       min_visibility=self.min_visibility)  # fmt: skip
+        if self.factor is not None:  # only then: the configs of layers without it stay as they were
+            config["factor"] = list(self.factor)
         return config
 
 

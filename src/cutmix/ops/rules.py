@@ -97,6 +97,26 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
+def check_factor(factor: Any) -> tuple[float, float] | None:
+    """``keras.layers.CutMix``'s ``factor`` (the Keras layer's only): a number f in [0, 1], meaning the
+    range (0, f), or a (min, max) pair in [0, 1] (either order, sorted as Keras sorts it); None: not
+    used. Keras accepts pairs reaching below 0, which would make the concentration negative."""
+    if factor is None:
+        return None
+    pair = (0.0, factor) if _is_number(factor) else factor
+    if (
+        not isinstance(pair, tuple | list)
+        or len(pair) != 2
+        or not all(_is_number(v) and 0 <= v <= 1 for v in pair)
+    ):
+        raise ValueError(
+            "factor: expected a number in [0, 1] or a (min, max) pair of them (keras.layers.CutMix's "
+            f"range for the Beta concentration), got {factor!r}"
+        )
+    low, high = sorted(float(v) for v in pair)
+    return low, high
+
+
 def check_probability(name: str, value: float) -> float:
     if not _is_number(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
