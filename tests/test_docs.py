@@ -20,7 +20,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-REPORTS = sorted((DOCS / "results").glob("*/report.json"))
+# The recipes' comparisons, which docs/results.md quotes (a study's report, across the values of --vary,
+# is checked against its run records by tests/experiment/test_compare_study.py).
+REPORTS = [
+    p for p in sorted((DOCS / "results").glob("*/report.json")) if "effects" not in json.loads(p.read_text())
+]
 BLOCK = re.compile(r"(?:<!-- docs-test: skip (?P<skip>[^>]*?) -->\n)?```python\n(?P<code>.*?)```", re.S)
 
 

@@ -21,7 +21,8 @@ from scipy import stats as scipy_stats
 
 from cutmix.cli import build_parser, main
 from cutmix.cli.compare import command_from_args
-from cutmix.experiment.plan import config_hash, parse_arms
+from cutmix.experiment.arms import parse_arms
+from cutmix.experiment.plan import config_hash
 from cutmix.training.checkpoint import load_checkpoint
 from cutmix.training.config import resolve_config
 
@@ -205,8 +206,11 @@ def test_a_foreign_folder_is_not_mixed_in(tmp_path):
     ("extra", "message"),
     [
         (["--mix", "cutmix"], "--mix: compare takes its mixing ops from --arms, got --mix cutmix"),
-        (["--arms", "none,cutmixx"], "--arms: expected arms among none, cutmix, mixup, cutout, got cutmixx"),
-        (["--arms", "none,none"], "--arms: expected each arm once, got 'none,none'"),
+        (
+            ["--arms", "none,cutmixx"],
+            "--arms: 'cutmixx': expected a mixing op among none, cutmix, mixup, cutout",
+        ),
+        (["--arms", "none,none"], "--arms: expected each arm once, got 'none' and 'none'"),
         (["--arms", ","], "--arms: expected a comma-separated list"),
         (["--seeds", "0"], "--seeds: expected an integer >= 1, got 0"),
         (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
@@ -219,7 +223,7 @@ def test_bad_options_are_user_errors(tmp_path, extra, message):
 
 
 def test_arms_hash_and_command_line():
-    assert parse_arms(" none, cutmix ,mixup") == ("none", "cutmix", "mixup")
+    assert [arm.name for arm in parse_arms(" none, cutmix ,mixup")] == ["none", "cutmix", "mixup"]
     base = resolve_config("seed", data="synthetic")
     assert config_hash(base) == config_hash(resolve_config("seed", data="synthetic"))
     assert config_hash(base) != config_hash(resolve_config("seed", data="synthetic", lr=0.01))

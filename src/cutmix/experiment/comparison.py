@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,25 @@ import torch
 import torch.distributed as dist
 
 from cutmix.errors import UsageError
+from cutmix.experiment.arms import Arm, Vary, as_arms, check_distinct, parse_vary, resolve_baseline
 from cutmix.experiment.folder import check_kept_inits, check_out, delete_runs, refusal
 from cutmix.experiment.locks import comparison_lock
-from cutmix.experiment.plan import PlannedRun, hashed_options, init_path, initial_weights, plan
+from cutmix.experiment.outputs import Group, write_record, write_reports
+from cutmix.experiment.plan import (
+    PlannedRun,
+    group_base,
+    groups,
+    hashed_options,
+    initial_weights,
+    plan,
+    run_init_path,
+)
 from cutmix.experiment.runners import Launch, default_jobs, run_planned
 from cutmix.experiment.runners.local import barrier
+from cutmix.experiment.runners.slurm import SLURM_FOLDER, SlurmOptions, check_slurm_launch
 from cutmix.runinfo import atomic_torch_save, environment
 from cutmix.training.components import check_image_size
-from cutmix.training.config import TrainConfig, arm_configs, config_with
+from cutmix.training.config import TrainConfig, config_with
 from cutmix.training.distributed import load_data_main_first, setup_distributed
 
 
@@ -42,7 +54,7 @@ class _Comparison:
     """What every step of a comparison shares once its data is loaded."""
 
     base: TrainConfig
-    arms: tuple[str, ...]
+    arms: tuple[Arm, ...]
     seeds: list[int]
     out: Path
     dataset: Any
@@ -51,14 +63,22 @@ class _Comparison:
     argv: list[str] | None
     robustness: bool = False
     robustness_limit: int | None = None
+    baseline: str | None = None
+    vary: Vary | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(arm.name for arm in self.arms)
 
 
 def compare(
     base: TrainConfig,
-    arms: tuple[str, ...],
+    arms: Sequence[str | Arm],
     seeds: list[int],
     out: str | Path,
     *,
+    baseline: str | None = None,
+    vary: Vary | str | None = None,
     force: bool = False,
     progress: bool = True,
     argv: list[str] | None = None,
@@ -66,15 +86,20 @@ def compare(
     threads: int | None = None,
     robustness: bool = False,
     robustness_limit: int | None = None,
+    slurm: SlurmOptions | None = None,
 ) -> dict[str, Any]:
     """Runs every arm × seed into ``out`` (skipping finished runs, resuming unfinished ones) and
     writes the report.
 
     Args:
         base: the options shared by every arm (its ``mix``, ``seed`` and ``init`` are set per run).
-        arms: the mixing ops compared (``none`` is the baseline of the paired differences).
+        arms: the arms compared: specs (``"cutmix:alpha=0.2"``) or :class:`~cutmix.experiment.arms.Arm` s.
         seeds: the seeds; each gives every arm the same initial weights and data order.
         out: the comparison folder.
+        baseline: the arm (a spec) every paired difference is taken against; default ``none`` where
+            it is an arm (else no paired differences).
+        vary: a setting and its values (``"epochs=15,30"`` or a :class:`~cutmix.experiment.arms.Vary`):
+            the whole plan once per value, each in ``out/KEY=VALUE/``, paired within each value.
         force: delete and redo runs made with other options, and write into a folder holding what
             compare did not write (never into one another comparison is using).
         progress: show a progress bar.
@@ -88,6 +113,9 @@ def compare(
             table and figures in the report. Not one of the runs' options: no config hash changes.
         robustness_limit: the suite on a class-stratified subset of this many test images (with
             ``robustness``; None: the whole test split).
+        slurm: train each run as a Slurm job (:mod:`cutmix.experiment.runners.slurm`; ``out`` on a
+            file system every node sees) instead of here; with ``slurm.wait`` False, return ``{}``
+            once the jobs are submitted, without a report (`cutmix report OUT` writes it later).
 
     Returns:
         The report dict (see :func:`cutmix.experiment.report.summarize`); empty in the processes
@@ -100,22 +128,41 @@ def compare(
     if not seeds:
         raise UsageError("--seeds: expected at least one seed, got none")
     out = Path(out)
+    arms = as_arms(arms)
+    vary = parse_vary(vary, arms) if isinstance(vary, str) else vary
+    baseline = resolve_baseline(baseline, arms)
+    _check_plan(base, arms, vary)  # a bad option is refused before any data is loaded
     dist_info, device = setup_distributed(base.device)
+    if slurm is not None:
+        check_slurm_launch(slurm, jobs, dist_info.enabled)
     jobs = _checked_jobs(jobs, threads, base.device, dist_info)
-    arm_configs(base, arms, seeds)  # a bad option is refused before any data is loaded
-    check_out(out, arms, seeds, force=force)
+    roots = [root for root, _, _ in groups(out, vary)] if vary is not None else None
+    check_out(out, tuple(a.name for a in arms), seeds, force=force, roots=roots)
     dataset = load_data_main_first(base.data, dist_info, progress=progress and dist_info.is_main)
     # What train() would refuse once the data is loaded, refused here before any run starts: in a
     # child process (--jobs N) it would only fail that run, once per run.
     check_fits_data(base, dataset, dist_info.world_size)
     _check_robustness_limit(robustness, robustness_limit, len(dataset.test_labels))
-    ctx = _Comparison(base, arms, seeds, out, dataset, dist_info, device, argv, robustness, robustness_limit)
+    ctx = _Comparison(base, arms, seeds, out, dataset, dist_info, device, argv, robustness, robustness_limit,
+                      baseline, vary)  # fmt: skip
     with contextlib.ExitStack() as stack:
         _hold_comparison_lock(stack, out, dist_info)
+        if dist_info.is_main:
+            _write_record(ctx)
         runs = _prepare_runs(ctx, force)
-        _train_runs(ctx, runs, progress, jobs, threads)
+        _train_runs(ctx, runs, progress, jobs, threads, slurm)
+        if slurm is not None and not slurm.wait:
+            return {}  # submitted: `cutmix report OUT` once the jobs have ended
         barrier(dist_info.enabled)
         return _write_outputs(ctx, runs) if dist_info.is_main else {}
+
+
+def _check_plan(base: TrainConfig, arms: tuple[Arm, ...], vary: Vary | None) -> None:
+    """Every arm's configuration at every value validated, and two arms that would train alike
+    refused, naming the spec or the value: before any data is loaded or any run trains."""
+    for _, _, changes in groups(".", vary):
+        value_base = group_base(base, changes, vary)
+        check_distinct(arms, value_base)
 
 
 def _checked_jobs(jobs: int | None, threads: int | None, device: str, dist_info: Any) -> int:
@@ -183,36 +230,49 @@ def _prepare_runs(ctx: _Comparison, force: bool) -> list[PlannedRun]:
     """The plan, once ``out`` is locked: runs of other options refused (or, with ``force``, deleted to
     be redone), each seed's init.pt written where no kept run has started from it, and each run to
     train given its init.pt."""
-    runs = plan(ctx.base, ctx.arms, ctx.seeds, ctx.out)
+    runs = plan(ctx.base, ctx.arms, ctx.seeds, ctx.out, ctx.vary)
     differing = [r for r in runs if r.state == "differs"]
     if differing and not force:
         raise UsageError(refusal(ctx.out, differing))
     num_classes = len(ctx.dataset.classes)
-    check_kept_inits(runs, ctx.out, ctx.base.data, num_classes)
+    for root, group, _ in groups(ctx.out, ctx.vary):
+        check_kept_inits([r for r in runs if r.group == group], root, ctx.base.data, num_classes)
     if ctx.dist_info.is_main:
         delete_runs(differing)
-        for seed in ctx.seeds:
-            path = init_path(ctx.out, seed)
-            kept = [r for r in runs if r.seed == seed and r.state != "new"]
-            # Rewritten only when no kept run of this seed has started from the file on disk.
+        for path, seed_runs in _runs_by_init(runs).items():
+            kept = [r for r in seed_runs if r.state != "new"]
+            # Rewritten only when no kept run of this seed has started from the file on disk. The
+            # weights follow from the seed and the model (a --vary depth changes it).
             if not kept or not path.exists():
-                atomic_torch_save(path, initial_weights(replace(ctx.base, seed=seed), num_classes))
+                atomic_torch_save(path, initial_weights(seed_runs[0].config, num_classes))
     else:
         for planned in differing:
             planned.state, planned.epochs_done = "new", 0
     barrier(ctx.dist_info.enabled)
     for planned in runs:
         if planned.state != "done":
-            planned.config = config_with(planned.config, init=str(init_path(ctx.out, planned.seed).resolve()))
+            planned.config = config_with(planned.config, init=str(run_init_path(planned).resolve()))
     return runs
 
 
+def _runs_by_init(runs: list[PlannedRun]) -> dict[Path, list[PlannedRun]]:
+    """The runs of each init.pt (one per seed, and per value of --vary)."""
+    by_init: dict[Path, list[PlannedRun]] = {}
+    for run in runs:
+        by_init.setdefault(run_init_path(run), []).append(run)
+    return by_init
+
+
 def _train_runs(
-    ctx: _Comparison, runs: list[PlannedRun], progress: bool, jobs: int, threads: int | None
-) -> None:
+    ctx: _Comparison, runs: list[PlannedRun], progress: bool, jobs: int, threads: int | None,
+    slurm: SlurmOptions | None = None,
+) -> None:  # fmt: skip
     """Trains the unfinished runs of the plan, with one progress bar over the plan's epochs."""
-    bar = _bar(runs, progress and ctx.dist_info.is_main)
-    launch = Launch(jobs, threads, ctx.base.device, ctx.dist_info, ctx.argv, total=len(runs), bar=bar)
+    waits = slurm is None or slurm.wait
+    bar = _bar(runs, progress and waits and ctx.dist_info.is_main)
+    launch = Launch(jobs, threads, ctx.base.device, ctx.dist_info, ctx.argv, total=len(runs), bar=bar,
+                    launcher="local" if slurm is None else "slurm", slurm=slurm,
+                    log_folder=ctx.out / SLURM_FOLDER)  # fmt: skip
     try:
         run_planned([r for r in runs if r.state != "done"], launch)
     finally:
@@ -220,21 +280,39 @@ def _train_runs(
             bar.close()
 
 
+def _write_record(ctx: _Comparison) -> None:
+    """comparison.json, before any run trains: what `cutmix report OUT` needs besides the run folders."""
+    robustness = {"limit": ctx.robustness_limit} if ctx.robustness else None
+    write_record(ctx.out, ctx.arms, ctx.seeds, ctx.baseline, ctx.vary, ctx.dataset.classes, _report_meta(ctx),
+                 robustness)  # fmt: skip
+
+
 def _write_outputs(ctx: _Comparison, runs: list[PlannedRun]) -> dict[str, Any]:
-    """report.json, report.md and curves.png from the runs' records, and the previews; the report."""
-    from cutmix.experiment.report import load_run, write_report
+    """Each value's report.json, report.md and curves.png from the runs' records, and its previews;
+    with --vary, the report across the values; the (top) report."""
+    from cutmix.experiment.report import load_run
     from cutmix.viz.preview import write_arm_previews
 
-    records = [load_run(r.path, r.arm, r.seed) for r in runs]
-    results = _robustness(ctx, records) if ctx.robustness else None
-    report = write_report(ctx.out, records, ctx.arms, ctx.dataset.classes, _report_meta(ctx), results)
-    # One picture per mixing arm, drawn with that arm's own options (preview-<arm>.png), and
-    # preview.png, the first mixing arm's, which the report links.
-    write_arm_previews(ctx.dataset, ctx.out, ctx.base, ctx.arms, seed=0)
+    found = []
+    for root, folder, changes in groups(ctx.out, ctx.vary):
+        records = [load_run(r.path, r.arm, r.seed) for r in runs if r.group == folder]
+        found.append(Group(root, folder, next(iter(changes.values()), None), records))
+
+    def robustness(group: Group) -> dict | None:
+        return _robustness(ctx, group.root, group.records)
+
+    report = write_reports(ctx.out, found, ctx.names, ctx.baseline, ctx.vary, ctx.dataset.classes,
+                           _report_meta(ctx), robustness if ctx.robustness else None)  # fmt: skip
+    for root, _, changes in groups(ctx.out, ctx.vary):
+        # One picture per mixing arm, drawn with that arm's own options (preview-<arm>.png), and
+        # preview.png, the first mixing arm's, which the report links.
+        value_base = group_base(ctx.base, changes, ctx.vary)
+        write_arm_previews(ctx.dataset, root, value_base, ctx.names, seed=0,
+                           configs={a.name: a.config(value_base) for a in ctx.arms})  # fmt: skip
     return report
 
 
-def _robustness(ctx: _Comparison, records: list[Any]) -> dict[tuple[str, int], dict[str, Any]]:
+def _robustness(ctx: _Comparison, root: Path, records: list[Any]) -> dict[tuple[str, int], dict[str, Any]]:
     """The suite's result of each finished run (computed, or read from its cache), and cam.png."""
     from cutmix.experiment.robustness import robustness_results, write_cam_grid
     from cutmix.robustness import DEFAULT_BATCH_SIZE
@@ -242,7 +320,7 @@ def _robustness(ctx: _Comparison, records: list[Any]) -> dict[tuple[str, int], d
     results = robustness_results(records, ctx.dataset, ctx.device, limit=ctx.robustness_limit,
                                  batch_size=DEFAULT_BATCH_SIZE, argv=ctx.argv)  # fmt: skip
     if results:
-        write_cam_grid(ctx.out / "cam.png", records, ctx.arms, ctx.dataset, ctx.device)
+        write_cam_grid(root / "cam.png", records, ctx.names, ctx.dataset, ctx.device)
     return results
 
 
@@ -265,6 +343,8 @@ def _report_meta(ctx: _Comparison) -> dict[str, Any]:
         "epochs": base.epochs,
         "val": base.val,
         "config": {k: v for k, v in hashed_options(base).items() if k not in ("mix", "seed")},
+        "arm_specs": {arm.name: arm.spec or arm.name for arm in ctx.arms},
+        "baseline": ctx.baseline,
         "cifar10_like": is_cifar10_like(dataset.classes, dataset.image_shape),
     }
 

@@ -5,6 +5,13 @@ Besides the run folders of :mod:`cutmix.experiment.plan`, compare writes::
     OUT/report.md, report.json, curves.png, preview.png, preview-<arm>.png
     OUT/robustness.png, cam.png   with --robustness (and seed-<s>/<arm>/robustness/ in each run)
     OUT/.lock                     held by the comparison using the folder (cutmix.experiment.locks)
+    OUT/comparison.json           the comparison's arms, seeds, baseline, setting varied and data
+                                  (what `cutmix report OUT` rebuilds the report from)
+    OUT/effect.png                with --vary: the paired differences against the varied value
+    OUT/slurm/                    with --launcher slurm: submitit's job files and the jobs' logs
+
+and with ``--vary`` each value's subfolder ``OUT/KEY=VALUE/`` holds a comparison of its own (runs,
+report, previews).
 
 A folder holding anything compare did not write is refused, naming ``--out``, unless ``--force``; a
 folder another comparison is using is refused even with ``--force``; a re-run with other options
@@ -20,15 +27,19 @@ import shutil
 from pathlib import Path
 
 from cutmix.errors import UsageError
+from cutmix.experiment.arms import ARM_NAME, VARY_FOLDER
 from cutmix.experiment.locks import LOCK_NAME, run_lock
 from cutmix.experiment.plan import RUN_RECORD, PlannedRun, init_path, run_dir
 from cutmix.training.checkpoint import load_weights
-from cutmix.training.config import MIXES
 
 # What compare writes at the top of --out (besides seed-<s>/ and the lock); preview*.png: one
 # preview per mixing arm.
 REPORT_FILES = ("report.json", "report.md", "curves.png", "preview.png")
 ROBUSTNESS_FIGURES = ("robustness.png", "cam.png")  # --robustness's figures, beside the report
+COMPARISON_RECORD = "comparison.json"
+SLURM_FOLDER = "slurm"  # cutmix.experiment.runners.slurm writes submitit's files there
+VARY_FIGURES = ("effect.png",)
+_TOP_FILES = REPORT_FILES + ROBUSTNESS_FIGURES + VARY_FIGURES + ("comparison.json",)
 _SEED_FOLDER = re.compile(r"seed-[0-9]+")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -42,14 +53,23 @@ def refusal(out: Path, runs: list[PlannedRun]) -> str:
     return "\n".join(lines)
 
 
-def check_out(out: Path, arms: tuple[str, ...], seeds: list[int], *, force: bool = False) -> None:
+def check_out(
+    out: Path,
+    arms: tuple[str, ...],
+    seeds: list[int],
+    *,
+    force: bool = False,
+    roots: list[Path] | None = None,
+) -> None:
     """Refuses an ``--out`` that compare cannot or must not write into, naming ``--out``: a file, a
     folder whose paths compare needs are taken by files or folders of the other kind (even with
     ``force``), or (unless ``force``) a folder holding what compare did not write. A missing or
-    empty folder, or a comparison of ours (to resume or extend), is fine."""
+    empty folder, or a comparison of ours (to resume or extend), is fine. ``roots``: with
+    ``--vary``, the value subfolders (default: ``out`` alone)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: expected a folder for the comparison, got a file: {out}")
-    blocked = _blocked_paths(out, arms, seeds)
+    blocked = [line for root in (roots or [out]) for line in _blocked_paths(root, arms, seeds)]
+    blocked += [f"{p}: a file, where the comparison needs a folder" for p in (roots or []) if _is_other(p)]
     if blocked:
         lines = "\n".join(f"  {line}" for line in blocked)
         raise UsageError(f"--out: {out} holds files where the comparison needs its own:\n{lines}\n"
@@ -89,12 +109,14 @@ def _foreign_entries(out: Path) -> list[str]:
     report_ours = _is_our_report_json(out / "report.json")
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if (name == LOCK_NAME and entry.is_file()) or _ours_temporary(
-            name, REPORT_FILES + ROBUSTNESS_FIGURES
-        ):
+        if (name == LOCK_NAME and entry.is_file()) or _ours_temporary(name, _TOP_FILES):
             continue
         if _SEED_FOLDER.fullmatch(name) and entry.is_dir():
             found += _foreign_in_seed(entry)
+        elif VARY_FOLDER.fullmatch(name) and entry.is_dir():
+            found += _foreign_entries(entry)
+        elif name == COMPARISON_RECORD:
+            found += [] if _is_our_record(entry) else [f"{entry}: not a record that cutmix compare wrote"]
         elif name == "report.json":
             found += [] if report_ours else [f"{entry}: not a report that cutmix compare wrote"]
         elif name == "report.md":
@@ -103,13 +125,16 @@ def _foreign_entries(out: Path) -> list[str]:
             # Figures are written after report.json, so ours come with a report of ours.
             if not (report_ours and _starts_with(entry, PNG_MAGIC)):
                 found.append(f"{entry}: not a figure of a comparison of ours")
+        elif name == SLURM_FOLDER and entry.is_dir():
+            continue  # compare --launcher slurm: submitit's pickles and the jobs' logs
         else:
             found.append(f"{entry}: not written by cutmix compare")
     return found
 
 
 def _is_figure_name(name: str) -> bool:
-    return (name.startswith(("curves", "preview")) and name.endswith(".png")) or name in ROBUSTNESS_FIGURES
+    figures = ROBUSTNESS_FIGURES + VARY_FIGURES
+    return (name.startswith(("curves", "preview")) and name.endswith(".png")) or name in figures
 
 
 def _foreign_in_seed(folder: Path) -> list[str]:
@@ -118,7 +143,7 @@ def _foreign_in_seed(folder: Path) -> list[str]:
         name = entry.name
         if (name == "init.pt" and entry.is_file()) or _ours_temporary(name, ("init.pt",)):
             continue
-        if name in MIXES and entry.is_dir():
+        if ARM_NAME.fullmatch(name) and entry.is_dir():
             if any(entry.iterdir()) and not (entry / RUN_RECORD).is_file():
                 found.append(f"{entry}: no readable {RUN_RECORD}: not a run of a comparison")
             continue
@@ -126,12 +151,22 @@ def _foreign_in_seed(folder: Path) -> list[str]:
     return found
 
 
+def _is_our_record(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"arms", "seeds", "vary", "meta"} <= set(record)
+
+
 def _is_our_report_json(path: Path) -> bool:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(report, dict) and {"arms", "runs", "per_arm", "paired"} <= set(report)
+    # A comparison's report, or the report across the values of --vary.
+    keys = ({"arms", "runs", "per_arm", "paired"}, {"arms", "vary", "effects"})
+    return isinstance(report, dict) and any(k <= set(report) for k in keys)
 
 
 def _starts_with(path: Path, prefix: bytes) -> bool:

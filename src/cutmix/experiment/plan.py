@@ -6,6 +6,10 @@ Layout of ``--out``::
     OUT/seed-<s>/init.pt          initial weights of seed s, shared by every arm
     OUT/seed-<s>/<arm>/           a `cutmix train` run folder, plus compare-run.json (its config hash)
 
+and with ``--vary KEY=V1,V2`` the same layout once per value, in ``OUT/KEY=V1/``, ``OUT/KEY=V2/``
+(each value with its own initial weights per seed: a ``depth`` changes the model). ``<arm>`` is the
+arm's :attr:`~cutmix.experiment.arms.Arm.name` (``cutmix``, ``cutmix_alpha=0.2``).
+
 A run is identified by :func:`config_hash` of its configuration (every option but the path of its
 init file): a run started under one version of this code resumes and counts under a later one as long
 as the hash is the same, so :func:`hashed_options` and :func:`config_hash` must not change.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,30 +31,18 @@ from typing import Any
 import torch
 
 from cutmix.errors import UsageError
+from cutmix.experiment.arms import Arm, Vary, as_arms
 from cutmix.models import resnet_v1
 from cutmix.runinfo import atomic_write_json
 from cutmix.training.checkpoint import load_checkpoint
-from cutmix.training.config import MIXES, TrainConfig, config_with
+from cutmix.training.config import TrainConfig, config_with
 from cutmix.training.loop import seeded_generator
 
 RUN_RECORD = "compare-run.json"
 # Not part of a run's identity: the path of the shared init file depends on where --out is given
-# from; the weights themselves follow from (seed, depth, dataset).
-UNHASHED = ("init",)
-
-
-def parse_arms(text: str) -> tuple[str, ...]:
-    """``"none,cutmix"`` -> ``("none", "cutmix")``; a :class:`~cutmix.errors.UsageError` (a
-    ``ValueError``) naming ``--arms`` for an empty list, unknown or repeated arms."""
-    arms = tuple(a.strip() for a in text.split(",") if a.strip())
-    if not arms:
-        raise UsageError(f"--arms: expected a comma-separated list of {', '.join(MIXES)}, got {text!r}")
-    unknown = [a for a in arms if a not in MIXES]
-    if unknown:
-        raise UsageError(f"--arms: expected arms among {', '.join(MIXES)}, got {', '.join(unknown)}")
-    if len(set(arms)) != len(arms):
-        raise UsageError(f"--arms: expected each arm once, got {text!r}")
-    return arms
+# from; the weights themselves follow from (seed, depth, dataset). checkpoint_every_min says when to
+# checkpoint, not what the run computes (training.config.SCHEDULING_OPTIONS).
+UNHASHED = ("init", "checkpoint_every_min")
 
 
 def hashed_options(config: TrainConfig) -> dict[str, Any]:
@@ -77,6 +70,7 @@ class PlannedRun:
     seed: int
     path: Path
     config: TrainConfig  # without init (added once init.pt exists)
+    group: str | None = None  # with --vary: the value's subfolder of --out (``epochs=15``)
     state: str = "new"
     epochs_done: int = 0
     differences: list[str] = field(default_factory=list)
@@ -165,16 +159,43 @@ def _own_records_differ(run: PlannedRun, finished: bool) -> list[str]:
     return problems
 
 
-def plan(base: TrainConfig, arms: tuple[str, ...], seeds: list[int], out: str | Path) -> list[PlannedRun]:
-    """Every run of the comparison, seed by seed (so complete pairs accumulate first), inspected."""
+def groups(out: str | Path, vary: Vary | None) -> list[tuple[Path, str | None, dict[str, Any]]]:
+    """Where each value's plan lives: ``(root, subfolder name or None, the setting it changes)``; one
+    group, ``out`` itself, without ``vary``."""
+    out = Path(out)
+    if vary is None:
+        return [(out, None, {})]
+    return [(out / vary.folder(v), vary.folder(v), {vary.field: v}) for v in vary.values]
+
+
+def group_base(base: TrainConfig, changes: dict[str, Any], vary: Vary | None) -> TrainConfig:
+    """``base`` at one value of ``vary``, validated; a refusal names ``--vary`` and the value."""
+    try:
+        return config_with(base, **changes)
+    except UsageError as exc:
+        value = ", ".join(f"{vary.key}={v!r}" for v in changes.values()) if vary else ""
+        raise UsageError(f"--vary {value}: {exc}") from None
+
+
+def plan(
+    base: TrainConfig,
+    arms: Sequence[str | Arm],
+    seeds: list[int],
+    out: str | Path,
+    vary: Vary | None = None,
+) -> list[PlannedRun]:
+    """Every run of the comparison, value by value and then seed by seed (so complete pairs of the
+    first values accumulate first), inspected."""
     runs = []
-    for seed in seeds:
-        for arm in arms:
-            # Validated here, so that a bad option of any arm is refused before the first run trains.
-            config = config_with(base, mix=arm, seed=seed, init=None)
-            run = PlannedRun(arm, seed, run_dir(out, seed, arm), config)
-            _inspect(run)
-            runs.append(run)
+    for root, group, changes in groups(out, vary):
+        value_base = group_base(base, changes, vary)
+        for seed in seeds:
+            for arm in as_arms(arms):
+                # Validated here, so that a bad option of any arm is refused before the first run trains.
+                config = arm.config(value_base, seed=seed, init=None)
+                run = PlannedRun(arm.name, seed, run_dir(root, seed, arm.name), config, group)
+                _inspect(run)
+                runs.append(run)
     return runs
 
 
@@ -184,8 +205,13 @@ def initial_weights(config: TrainConfig, num_classes: int) -> dict[str, torch.Te
 
 
 def init_path(out: str | Path, seed: int) -> Path:
-    """The initial weights every arm of ``seed`` starts from."""
+    """The initial weights every arm of ``seed`` starts from (``out``: the group's root)."""
     return Path(out) / f"seed-{seed}" / "init.pt"
+
+
+def run_init_path(run: PlannedRun) -> Path:
+    """The init.pt that ``run`` starts from: its seed folder's, beside it."""
+    return run.path.parent / "init.pt"
 
 
 def write_run_record(run: PlannedRun) -> None:

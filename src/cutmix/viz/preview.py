@@ -12,7 +12,7 @@ that the weights do not show (its own class: "cat 1.00 (mixed with cat)"), or "c
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,16 +198,22 @@ def write_config_preview(dataset: Dataset, config: TrainConfig, out: Path, seed:
 
 
 def write_arm_previews(
-    dataset: Dataset, out_dir: Path, base: TrainConfig, arms: Sequence[str], seed: int = 0
+    dataset: Dataset,
+    out_dir: Path,
+    base: TrainConfig,
+    arms: Sequence[str],
+    seed: int = 0,
+    configs: Mapping[str, TrainConfig] | None = None,
 ) -> list[Path]:
-    """One preview per mixing arm of a comparison, drawn with that arm's options (``base`` with its
-    ``mix``), as ``out_dir/preview-<arm>.png``, and ``out_dir/preview.png``, the first mixing arm's
-    (what reports link); with no mixing arm, preview.png shows the images as trained unmixed."""
+    """One preview per mixing arm of a comparison, drawn with that arm's options (``configs[arm]``, by
+    default ``base`` with ``mix=arm``), as ``out_dir/preview-<arm>.png``, and ``out_dir/preview.png``,
+    the first mixing arm's (what reports link); with no mixing arm, preview.png shows the images as
+    trained unmixed."""
     out_dir = Path(out_dir)
-    mixing = [arm for arm in arms if arm != "none"]
+    configs = configs or {arm: replace(base, mix=arm) for arm in arms}
+    mixing = [arm for arm in arms if configs[arm].mix != "none"]
     written = [
-        write_config_preview(dataset, replace(base, mix=arm), out_dir / f"preview-{arm}.png", seed)
-        for arm in mixing
+        write_config_preview(dataset, configs[arm], out_dir / f"preview-{arm}.png", seed) for arm in mixing
     ]
     main = out_dir / "preview.png"
     if written:

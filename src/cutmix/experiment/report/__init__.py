@@ -57,6 +57,7 @@ def write_report(
     classes: Sequence[str],
     meta: dict[str, Any],
     robustness: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+    baseline: str | None = BASELINE,
 ) -> dict[str, Any]:
     """Writes report.json, report.md and curves.png into ``out_dir``; returns the report dict
     (:func:`summarize`'s).
@@ -64,13 +65,14 @@ def write_report(
     With ``robustness`` (the suite's result of each evaluated run, by (arm, seed); ``compare
     --robustness``), the report gains its ``robustness`` entry
     (:func:`cutmix.experiment.report.robustness.summarize_robustness`) and robustness.png; without
-    it, the report is what it was before the suite existed."""
+    it, the report is what it was before the suite existed. ``baseline``: the arm of the paired
+    differences (:func:`summarize`)."""
     out_dir = Path(out_dir)
-    report = summarize(runs, arms, classes, meta, base=out_dir)
+    report = summarize(runs, arms, classes, meta, base=out_dir, baseline=baseline)
     if robustness:
         from cutmix.experiment.report.robustness import summarize_robustness
 
-        report["robustness"] = _strict(summarize_robustness(robustness, arms))
+        report["robustness"] = _strict(summarize_robustness(robustness, arms, report["baseline"]))
     # allow_nan=False: summarize() turned NaN/inf into null, and report.json must stay strict JSON.
     text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
     atomic_write_text(out_dir / "report.json", text + "\n")

@@ -11,6 +11,15 @@ from cutmix.experiment.report.runs import RunRecord, diverged_reason, finite
 from cutmix.runinfo import atomic_save_figure
 
 ARM_COLOURS = {"none": "tab:gray", "cutmix": "tab:blue", "mixup": "tab:orange", "cutout": "tab:green"}
+_SPARE_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def arm_colours(arms: Sequence[str]) -> dict[str, str]:
+    """A colour per arm: an op's own for the arm of that name (``cutmix``), a distinct spare one for an
+    arm with options (``cutmix_alpha=0.2``), cycling only past the spares."""
+    colours = {arm: ARM_COLOURS[arm] for arm in arms if arm in ARM_COLOURS}
+    others = [arm for arm in arms if arm not in colours]
+    return {**colours, **{arm: _SPARE_COLOURS[i % len(_SPARE_COLOURS)] for i, arm in enumerate(others)}}
 
 
 def _band(runs: list[RunRecord], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -61,11 +70,12 @@ def plot_curves(runs: Sequence[RunRecord], arms: Sequence[str], out: str | Path,
     acc_ax, loss_ax = fig.subplots(1, 2)
     panels = ((acc_ax, "test_acc", 100.0), (loss_ax, "train_loss", 1.0))
     unplotted: dict[str, list[str]] = {"test_acc": [], "train_loss": []}
-    for i, arm in enumerate(arms):
+    colours = arm_colours(arms)
+    for arm in arms:
         arm_runs = [r for r in runs if r.arm == arm]
         if not arm_runs:
             continue
-        colour = ARM_COLOURS.get(arm, f"C{i}")
+        colour = colours[arm]
         for ax, key, scale in panels:
             unplotted[key] += _plot_arm(ax, arm_runs, key, scale, colour, f"{arm} (n = {len(arm_runs)})")
     if any(diverged_reason(r) for r in runs):

@@ -51,29 +51,30 @@ def _describe(values: Sequence[float | None]) -> dict[str, Any] | None:
 
 
 def summarize_robustness(
-    results: Mapping[tuple[str, int], Mapping[str, Any]], arms: Sequence[str]
+    results: Mapping[tuple[str, int], Mapping[str, Any]], arms: Sequence[str], baseline: str | None = BASELINE
 ) -> dict[str, Any]:
     """report.json's ``robustness`` entry.
 
     Args:
         results: the suite's result of each evaluated run, by (arm, seed).
         arms: the arms, in the report's order.
+        baseline: the arm the paired differences are against (none if None or not an arm).
 
     Returns:
         ``metrics`` (key, label, unit of each row), ``settings`` (the suite's, from the first
         result), ``runs`` (arm -> seed -> metric -> value), ``per_arm`` (arm -> metric ->
         :func:`stats.describe` or None) and ``paired`` (arm -> metric -> the paired difference
-        against ``none`` or None; empty without a ``none`` arm).
+        against the baseline or None; empty without one).
     """
     values = {arm: {seed: metric_values(r) for (a, seed), r in sorted(results.items()) if a == arm}
               for arm in arms}  # fmt: skip
     keys = [m[0] for m in METRICS]
     per_arm = {arm: {k: _describe([v[k] for v in values[arm].values()]) for k in keys} for arm in arms}
     paired: dict[str, Any] = {}
-    if BASELINE in arms:
-        base = values[BASELINE]
+    if baseline in arms:
+        base = values[baseline]
         for arm in arms:
-            if arm != BASELINE:
+            if arm != baseline:
                 seeds = [s for s in sorted(values[arm]) if s in base]
                 paired[arm] = {k: paired_values({s: (values[arm][s][k], base[s][k]) for s in seeds})
                                for k in keys}  # fmt: skip
@@ -128,7 +129,7 @@ def plot_robustness(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cutmix.experiment.report.plots import ARM_COLOURS
+    from cutmix.experiment.report.plots import arm_colours
     from cutmix.runinfo import atomic_save_figure
 
     shown = [arm for arm in arms if any(a == arm for a, _ in results)]
@@ -143,7 +144,7 @@ def plot_robustness(
         for arm in shown:
             xs, ys = _curve([r for (a, _), r in results.items() if a == arm], path)
             kept = [(x, y) for x, y in zip(xs, ys, strict=True) if y]
-            colour, x = ARM_COLOURS.get(arm), [x for x, _ in kept]
+            colour, x = arm_colours(arms)[arm], [x for x, _ in kept]
             ax.plot(
                 x, [100 * stats.mean(y) for _, y in kept], marker="o", markersize=3, color=colour, label=arm
             )
@@ -155,7 +156,7 @@ def plot_robustness(
     for ax, arm in zip(axes[1], shown, strict=False):
         centres, accuracy = _pooled_reliability([r for (a, _), r in results.items() if a == arm])
         ax.bar(centres, [a or 0.0 for a in accuracy], width=1 / len(centres), edgecolor="black", alpha=0.7,
-               color=ARM_COLOURS.get(arm))  # fmt: skip
+               color=arm_colours(arms)[arm])  # fmt: skip
         ax.plot([0, 1], [0, 1], "--", color="gray")
         ax.set(title=f"reliability, {arm} (seeds pooled)", xlabel="confidence", ylabel="accuracy",
                xlim=(0, 1), ylim=(0, 1))  # fmt: skip

@@ -1,5 +1,6 @@
 """The numbers of a comparison's report (report.json): per arm, the mean ± sample std over seeds of
-the final test accuracy and the rest, and per arm against ``none`` the paired differences over seeds
+the final test accuracy and the rest, and per arm against the baseline (``none`` unless
+``--baseline`` says otherwise) the paired differences over seeds
 with their t-intervals (:mod:`cutmix.experiment.report.stats`). Diverged runs are flagged and every
 statistic is given with and without them; non-finite values are left out of every statistic and
 stored as ``null``."""
@@ -70,9 +71,9 @@ def _arm_summary(runs: list[RunRecord], num_classes: int, val: bool) -> dict[str
 
 
 def _paired(
-    by_arm: dict[str, dict[int, RunRecord]], arm: str, key: str, skip_diverged: bool
+    by_arm: dict[str, dict[int, RunRecord]], arm: str, key: str, skip_diverged: bool, baseline: str
 ) -> dict[str, Any] | None:
-    base, runs = by_arm[BASELINE], by_arm[arm]
+    base, runs = by_arm[baseline], by_arm[arm]
     seeds = [s for s in sorted(runs) if s in base]
     if skip_diverged:
         seeds = [s for s in seeds if not (diverged_reason(runs[s]) or diverged_reason(base[s]))]
@@ -81,8 +82,8 @@ def _paired(
 
 
 def paired_values(values: dict[int, tuple[Any, Any]]) -> dict[str, Any] | None:
-    """The paired differences ``arm - none`` over the seeds of ``values`` (seed -> (the arm's
-    value, none's value)), with their t-interval and verdict; None when no pair is finite."""
+    """The paired differences ``arm - baseline`` over the seeds of ``values`` (seed -> (the arm's
+    value, the baseline's value)), with their t-interval and verdict; None when no pair is finite."""
     seeds = sorted(values)
     values = {s: (finite(values[s][0]), finite(values[s][1])) for s in seeds}
     # A pair with a non-finite value has no difference: it is left out, and named.
@@ -134,21 +135,25 @@ def _run_row(run: RunRecord, base: str | Path | None) -> dict[str, Any]:
 
 
 def _paired_by_arm(
-    by_arm: dict[str, dict[int, RunRecord]], arms: Sequence[str], any_diverged: bool, val: bool
+    by_arm: dict[str, dict[int, RunRecord]],
+    arms: Sequence[str],
+    any_diverged: bool,
+    val: bool,
+    baseline: str | None,
 ) -> dict[str, Any]:
-    """Each arm against ``none``: the final test accuracy, and without the diverged seeds (when any
-    diverged) and at the best-validation epoch (with a validation split); empty with no ``none``."""
-    if BASELINE not in arms:
+    """Each arm against ``baseline``: the final test accuracy, and without the diverged seeds (when any
+    diverged) and at the best-validation epoch (with a validation split); empty with no baseline."""
+    if baseline is None:
         return {}
     paired = {}
     for arm in arms:
-        if arm == BASELINE:
+        if arm == baseline:
             continue
-        entry = {"test_acc": _paired(by_arm, arm, "test_acc", skip_diverged=False)}
+        entry = {"test_acc": _paired(by_arm, arm, "test_acc", False, baseline)}
         if any_diverged:
-            entry["test_acc_without_diverged"] = _paired(by_arm, arm, "test_acc", skip_diverged=True)
+            entry["test_acc_without_diverged"] = _paired(by_arm, arm, "test_acc", True, baseline)
         if val:
-            entry["test_acc_at_best_val"] = _paired(by_arm, arm, "test_acc_at_best_val", False)
+            entry["test_acc_at_best_val"] = _paired(by_arm, arm, "test_acc_at_best_val", False, baseline)
         paired[arm] = entry
     return paired
 
@@ -159,6 +164,7 @@ def summarize(
     classes: Sequence[str],
     meta: dict[str, Any],
     base: str | Path | None = None,
+    baseline: str | None = BASELINE,
 ) -> dict[str, Any]:
     """The report as a JSON-ready dict.
 
@@ -170,6 +176,8 @@ def summarize(
             git_commit, data, dataset, recipe, epochs, val, config (the options common to every
             arm) and cifar10_like.
         base: the comparison folder; run folders inside it are given relative to it.
+        baseline: the arm every paired difference is taken against (``--baseline``); none when it is
+            None or not one of ``arms`` (by default ``none``, which a comparison may not have).
 
     Returns:
         The report. NaN and ±inf become None (JSON null); each run's ``non_finite`` names the
@@ -183,6 +191,7 @@ def summarize(
     if missing:
         raise ValueError(f"expected at least one run per arm, got none for {', '.join(missing)}")
     any_diverged = any(diverged_reason(r) for r in runs)
+    baseline = baseline if baseline in arms else None
     per_arm = {arm: _arm_summary([by_arm[arm][s] for s in sorted(by_arm[arm])], len(classes), val)
                for arm in arms}  # fmt: skip
     show_reference = meta.get("recipe") == "seed" and meta.get("cifar10_like")
@@ -195,8 +204,8 @@ def summarize(
         "per_arm": per_arm,
         "any_diverged": any_diverged,
         "any_non_finite": any(non_finite_fields(r) for r in runs),
-        "baseline": BASELINE if BASELINE in arms else None,
-        "paired": _paired_by_arm(by_arm, arms, any_diverged, val),
+        "baseline": baseline,
+        "paired": _paired_by_arm(by_arm, arms, any_diverged, val, baseline),
         "seed_reference": SEED_REFERENCE if show_reference else None,
     }
     return _strict(report)

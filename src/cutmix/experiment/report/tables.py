@@ -9,6 +9,11 @@ from typing import Any
 from cutmix.experiment.report.summary import BASELINE
 
 
+def _baseline(report: dict[str, Any]) -> str:
+    """The arm the report's paired differences are against (reports from before --baseline: none)."""
+    return report.get("baseline") or BASELINE
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
@@ -36,13 +41,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _paired_row(arm: str, p: dict[str, Any] | None) -> list[str]:
+def _paired_row(arm: str, p: dict[str, Any] | None, baseline: str) -> list[str]:
     if p is None:
-        return [f"{arm} − {BASELINE}", "0", "n/a", "n/a", "n/a", "n/a", "n/a"]
+        return [f"{arm} − {baseline}", "0", "n/a", "n/a", "n/a", "n/a", "n/a"]
     interval = "n/a" if p["low"] is None else f"[{_pp(p['low'])}, {_pp(p['high'])}]"
     sd = "n/a" if p["std"] is None else f"{100 * p['std']:.2f} pp"
     t = "n/a" if p["t"] is None else f"{p['t']:.4f}"
-    return [f"{arm} − {BASELINE}", str(p["n"]), _pp(p["mean"]), sd, t, interval, p["verdict"]]
+    return [f"{arm} − {baseline}", str(p["n"]), _pp(p["mean"]), sd, t, interval, p["verdict"]]
 
 
 def _images(report: dict[str, Any]) -> str:
@@ -63,7 +68,25 @@ def _intro(report: dict[str, Any]) -> list[str]:
         "and sees the training images in the same order. Means are over seeds, ± the sample standard "
         "deviation (ddof = 1); n is the number of seeds.",
         "",
+        *_study_lines(report),
     ]
+
+
+def _study_lines(report: dict[str, Any]) -> list[str]:
+    """Where a report stands among others: one value of a ``--vary`` study, arms with options of their
+    own, runs left out as unfinished (a report rebuilt by `cutmix report`)."""
+    out = []
+    if report.get("group"):
+        out += [f"One value of a study, `{report['group']}`; the report across the values is in the folder "
+                "above.", ""]  # fmt: skip
+    specs = {name: spec for name, spec in (report.get("arm_specs") or {}).items() if spec != name}
+    if specs:
+        listed = "; ".join(f"`{n}` = `--arms {s}`" for n, s in specs.items())
+        out += [f"Arms with options of their own: {listed} (options not given come from the recipe and the "
+                "command line).", ""]  # fmt: skip
+    if report.get("unfinished_runs"):
+        out += ["Not finished, left out: " + ", ".join(f"`{p}`" for p in report["unfinished_runs"]) + ".", ""]
+    return out
 
 
 def _final_accuracy(report: dict[str, Any]) -> list[str]:
@@ -120,25 +143,26 @@ def _notes(report: dict[str, Any]) -> list[str]:
 
 
 def _paired_differences(report: dict[str, Any]) -> list[str]:
-    out = ["## Paired differences against `none`", ""]
+    baseline = _baseline(report)
+    out = [f"## Paired differences against `{baseline}`", ""]
     paired = report["paired"]
     if not paired:
-        return [*out, "No `none` arm in this comparison, so no paired differences.", ""]
+        return [*out, "No `none` arm in this comparison (and no --baseline), so no paired differences.", ""]
     out += [
-        "Per seed, the arm's final test accuracy minus that of `none` (same seed, same initial "
+        f"Per seed, the arm's final test accuracy minus that of `{baseline}` (same seed, same initial "
         "weights, same data order); 95% interval: mean ± t(0.975, n − 1)·sd/√n. "
         '"not significant": the interval holds 0; "n/a": fewer than 2 seeds.',
         "",
     ]
     header = ["difference", "n", "mean", "sd", "t(0.975, n−1)", "95% interval", "verdict"]
-    out += _table(header, [_paired_row(arm, p["test_acc"]) for arm, p in paired.items()])
+    out += _table(header, [_paired_row(arm, p["test_acc"], baseline) for arm, p in paired.items()])
     out.append("")
     for key, title in (
         ("test_acc_without_diverged", "Leaving out the seeds where either run diverged:"),
         ("test_acc_at_best_val", "Test accuracy at the best-validation epoch:"),
     ):
         if any(key in p for p in paired.values()):
-            rows = [_paired_row(arm, p[key]) for arm, p in paired.items()]
+            rows = [_paired_row(arm, p[key], baseline) for arm, p in paired.items()]
             out += [title, "", *_table(header, rows), ""]
     return out
 
@@ -193,8 +217,8 @@ def _robustness(report: dict[str, Any]) -> list[str]:
     header = ["metric", "n", "mean", "sd", "t(0.975, n−1)", "95% interval", "verdict"]
     for arm, by_metric in rob["paired"].items():
         rows = [_robustness_paired_row(m["label"], m["unit"], by_metric[m["key"]]) for m in rob["metrics"]]
-        out += [f"Paired differences, {arm} − {BASELINE} (per seed, the same seed's runs; 95% interval "
-                "and verdict as for the test accuracy):", "", *_table(header, rows), ""]  # fmt: skip
+        out += [f"Paired differences, {arm} − {_baseline(report)} (per seed, the same seed's runs; 95% "
+                "interval and verdict as for the test accuracy):", "", *_table(header, rows), ""]  # fmt: skip
     return [
         *out,
         "![occlusion and FGSM curves per arm (mean over seeds, min–max band) and reliability "
@@ -291,7 +315,10 @@ def _provenance(report: dict[str, Any]) -> list[str]:
     config = report.get("config") or {}
     if config:
         options = ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
-        out += [f"Options common to every arm: {options}.", ""]
+        own = " (an arm's own options, listed above, replace these)" if report.get("arm_specs") else ""
+        out += [f"Options common to every arm{own}: {options}.", ""]
+    if report.get("report_rebuilt_by"):
+        out += [f"Rebuilt from the run folders by `{report['report_rebuilt_by']}`.", ""]
     versions = report.get("versions") or {}
     hardware = report.get("hardware") or {}
     return [

@@ -1,16 +1,18 @@
 """Where and how the planned runs of a comparison train: :func:`run_planned` is the one entry point.
 
-Today there are two ways, chosen by ``jobs``: one run after the other in this process
-(:mod:`.local`; under torchrun every process shares each run), or up to ``jobs`` runs at once, each
-in its own local process (:mod:`.processes`, which starts :mod:`.child`). Another way (a cluster
-launcher) is another branch of :func:`run_planned`, taking the same list of planned runs: each run
-folder holds everything a run needs (its configuration, its init.pt path, compare-run.json), and a run
-that stopped resumes from its checkpoint wherever it is started again.
+There are three ways. With ``launcher="local"``, chosen by ``jobs``: one run after the other in this
+process (:mod:`.local`; under torchrun every process shares each run), or up to ``jobs`` runs at
+once, each in its own local process (:mod:`.processes`, which starts :mod:`.child`). With
+``launcher="slurm"``: each run one Slurm job submitted with submitit (:mod:`.slurm`). All take the
+same list of planned runs: each run folder holds everything a run needs (its configuration, its
+init.pt path, compare-run.json), and a run that stopped resumes from its checkpoint wherever it is
+started again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cutmix.experiment.plan import PlannedRun, write_run_record
@@ -25,11 +27,13 @@ from cutmix.experiment.runners.processes import (
     run_in_processes,
     visible_gpus,
 )
+from cutmix.experiment.runners.slurm import SlurmOptions, run_on_slurm
 
 __all__ = [
     "Failure",
     "Launch",
     "RunsFailedError",
+    "SlurmOptions",
     "Task",
     "available_cores",
     "default_jobs",
@@ -52,6 +56,10 @@ class Launch:
         argv: the command line, recorded in the run folders.
         total: the number of runs in the whole plan, finished ones included (for progress).
         bar: a tqdm bar counting the plan's epochs, or None.
+        launcher: ``"local"`` (``jobs`` says how) or ``"slurm"`` (a Slurm job per run).
+        slurm: with ``launcher="slurm"``, the ``--slurm-*`` options and ``--no-wait``.
+        log_folder: with ``launcher="slurm"``, submitit's folder (``OUT/slurm``), on a file system
+            every node sees.
     """
 
     jobs: int
@@ -61,14 +69,23 @@ class Launch:
     argv: list[str] | None
     total: int
     bar: Any = None
+    launcher: str = "local"
+    slurm: SlurmOptions | None = None
+    log_folder: Path | None = None
 
 
 def run_planned(todo: list[PlannedRun], launch: Launch) -> None:
     """Trains every run of ``todo`` (each resumed where it stopped) as ``launch`` says.
 
     Raises:
-        RunsFailedError: some runs in child processes failed (the others finished first).
+        RunsFailedError: some runs in child processes or Slurm jobs failed (the others finished
+            first).
     """
+    if launch.launcher == "slurm":
+        failures = run_on_slurm(todo, launch)
+        if failures:
+            raise RunsFailedError(failures)
+        return
     if launch.jobs == 1:
         with torch_threads(launch.threads):
             train_here(todo, launch.total, launch.dist_info, launch.bar, launch.argv)
