@@ -66,7 +66,7 @@ def test_block_runs(index, tmp_path):
 def test_each_peer_has_its_one_line_change_and_a_running_block():
     text = PAGE.read_text(encoding="utf-8")
     for line in (
-        "| `from timm.data import Mixup` | `from cutmix.compat.timm import Mixup` |",
+        "| `from timm.data import Mixup, FastCollateMixup` | `from cutmix.compat.timm import Mixup, FastCollateMixup` |",
         "| `from torchvision.transforms.v2 import CutMix, MixUp` | `from cutmix.compat.torchvision import CutMix, MixUp` |",
         "| `keras.layers.CutMix(factor=..., seed=...)` | `cutmix.keras.CutMix(factor=..., seed=...)` |",
     ):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,7 +21,9 @@ from cutmix.experiment.arms import (
     resolve_baseline,
 )
 from cutmix.experiment.plan import config_hash, plan
-from cutmix.training.config import config_with, resolve_config
+from cutmix.training.config import TrainConfig, resolve_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SEED = resolve_config("seed", data="synthetic")  # alpha 0.25, p 1.0
 FAST = resolve_config("fast", data="synthetic")  # alpha 1.0, p 0.5
@@ -60,10 +66,25 @@ def test_an_arm_without_options_is_the_plain_op_with_its_old_folder_and_hash(tmp
     assert [r.path.relative_to(tmp_path).as_posix() for r in runs] == [
         "seed-0/none", "seed-0/cutmix", "seed-1/none", "seed-1/cutmix"
     ]  # fmt: skip
-    for run in runs:
-        assert config_hash(run.config) == config_hash(
-            config_with(SEED, mix=run.arm, seed=run.seed, init=None)
-        )
+    # The hashes pinned as literals for the committed runs (tests/experiment/test_compare_defects.py):
+    # planned from their recorded options with today's arms, each run gets its pinned hash and folder.
+    pinned = _pinned_hashes()
+    assert pinned
+    for key, expected in pinned.items():
+        recipe, seed_folder, arm = key.split("/")
+        recorded = json.loads((ROOT / "docs" / "results" / key / "config.json").read_text())["config"]
+        base = TrainConfig(**{**recorded, "init": None})
+        seed = int(seed_folder.removeprefix("seed-"))
+        (run,) = [r for r in plan(base, parse_arms("none,cutmix"), [seed], tmp_path / recipe) if r.arm == arm]
+        assert run.path == tmp_path / key and config_hash(run.config) == expected, key
+
+
+def _pinned_hashes() -> dict[str, str]:
+    path = Path(__file__).with_name("test_compare_defects.py")
+    spec = importlib.util.spec_from_file_location("pinned_hashes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.COMMITTED_RUN_HASHES
 
 
 @pytest.mark.parametrize(
@@ -117,7 +138,7 @@ def test_baseline():
     assert resolve_baseline("cutmix:alpha=.2", arms) == "cutmix_alpha=0.2"
     assert resolve_baseline("cutmix_alpha=0.2".replace("_", ":"), arms) == "cutmix_alpha=0.2"
     with pytest.raises(UsageError, match=r"--baseline: expected one of the arms \(none, cutmix, cutmix_alpha=0.2\), "
-                                         r"got 'mixup'"):  # fmt: skip
+                                         r"written as in --arms, got 'mixup'"):  # fmt: skip
         resolve_baseline("mixup", arms)
     with pytest.raises(UsageError, match=r"^--baseline: 'cutmx'"):
         resolve_baseline("cutmx", arms)

@@ -153,6 +153,19 @@ def test_report_leaves_out_and_names_unfinished_runs(study, tmp_path):
     assert value["per_arm"]["none"]["test_acc"]["n"] == 1 and value["paired"]["none"]["test_acc"]["n"] == 1
     assert value["unfinished_runs"] == [str(unfinished)]
     assert f"Not finished, left out: `{unfinished}`" in (copy / "epochs=2" / "report.md").read_text()
+    # A run folder copied in from a comparison with other options is not mixed into the statistics.
+    copied_in = copy / "epochs=1" / "seed-1" / "none" / "compare-run.json"
+    record = json.loads(copied_in.read_text())
+    record["options"]["lr"] = 0.5
+    copied_in.write_text(json.dumps(record))
+    code, _, stderr = run_main(["report", str(copy)])
+    assert (
+        code == 2
+        and f"{copied_in}: expected the options of {copy / 'epochs=1' / 'seed-0' / 'none'}" in stderr
+    )
+    assert "lr: 0.001 -> 0.5" in stderr
+    record["options"]["lr"] = 0.001
+    copied_in.write_text(json.dumps(record))
     # An arm with no finished run at a value: nothing to report for it, said so.
     shutil.rmtree(copy / "epochs=2" / "seed-0" / "none")
     code, _, stderr = run_main(["report", str(copy)])
@@ -206,6 +219,8 @@ def test_a_plain_comparison_with_a_baseline_and_its_rebuild(tmp_path):
         (["--arms", "none,cutmix", "--baseline", "mixup"], "--baseline: expected one of the arms (none, cutmix)"),
         (["--vary", "epochs=1"], "--vary: expected at least two values for epochs"),
         (["--vary", "depth=8,9"], "--vary depth=9: --depth: expected 6n+2"),
+        (["--vary", "batch-size=64,4096"], "--vary batch-size=4096: --batch-size: expected at most the 128"),
+        (["--vary", "checkpoint-every-min=1,2"], "--vary: expected KEY=V1,V2,... with KEY among"),
         (["--arms", "none,cutmix:alpha=0.5", "--vary", "alpha=0.2,1"], "expected a setting no arm sets itself"),
     ],
 )  # fmt: skip

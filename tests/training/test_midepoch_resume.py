@@ -35,6 +35,7 @@ from cutmix.training.preemption import (
     exit_status,
     request_stop,
     stop_on_signals,
+    stop_reasons,
     stop_requested,
 )
 
@@ -129,8 +130,8 @@ def stopped_after(monkeypatch, steps: int, config, out: Path, resume: bool) -> T
             train(config, out, resume=resume, progress=False)
     finally:
         monkeypatch.setattr(loop, "train_step", real_step)
-    assert stop_requested() == "a test"  # left set: a loop over runs in this process stops too
-    clear_stop()
+    # Answered: the request is cleared, so a later train() in this process is not stopped by it.
+    assert stop_requested() is None and info.value.reasons == {"a test"}
     return info.value
 
 
@@ -191,7 +192,16 @@ def test_signals_request_a_stop_and_the_previous_handlers_come_back():
         os.kill(os.getpid(), signal.SIGTERM)  # the first reason is kept
         time.sleep(0.01)
         assert stop_requested() == "SIGUSR2"
+        # Every reason is kept too: a scancel's SIGTERM after the time limit's SIGUSR2 forbids a requeue.
+        assert stop_reasons() == {"SIGUSR2", "SIGTERM"}
     assert signal.getsignal(signal.SIGUSR2) is before
+    # A request left over is forgotten as the next outermost block starts, not before.
+    assert stop_requested() == "SIGUSR2"
+    with stop_on_signals():
+        assert stop_requested() is None and stop_reasons() == frozenset()
+        request_stop("inner")
+        with stop_on_signals():  # nested: does not clear the outer block's request
+            assert stop_requested() == "inner"
     clear_stop()
     assert stop_requested() is None
     assert (exit_status("SIGTERM"), exit_status("SIGUSR2"), exit_status("a test")) == (143, 140, 143)

@@ -123,7 +123,13 @@ def run_report(args: argparse.Namespace) -> int:
     from cutmix.experiment.outputs import rebuild_report
 
     argv = sys.argv[1:] if sys.argv[1:2] == ["report"] else ["report", args.out]
-    report, unfinished = rebuild_report(args.out, argv=argv)
+    from cutmix.experiment.locks import comparison_lock
+    from cutmix.experiment.outputs import read_record
+
+    read_record(Path(args.out))  # a folder compare did not write is refused before a lock file goes in
+    # Held as compare holds it: a comparison still writing into OUT is refused, not raced.
+    with comparison_lock(Path(args.out)):
+        report, unfinished = rebuild_report(args.out, argv=argv)
     for path in unfinished:
         print(f"cutmix report: not finished, left out: {path}", file=sys.stderr)
     _print_summary(report, tuple(report["arms"]))

@@ -43,7 +43,8 @@ OP_KEYS: dict[str, tuple[str, ...]] = {
 # Settings --vary may not sweep: the arms' op (--arms), the per-run seed and init, what names the
 # data or the recipe (a different experiment, not a setting of this one), and options that do not
 # change what a run learns.
-NOT_VARIED = ("mix", "seed", "init", "data", "recipe", "device", "eval_batch_size", "stop_on_divergence")
+NOT_VARIED = ("mix", "seed", "init", "data", "recipe", "device", "eval_batch_size", "stop_on_divergence",
+              "checkpoint_every_min")  # fmt: skip
 _FIELD_TYPES = {f.name: str(f.type) for f in fields(TrainConfig)}
 # What names look like on disk (for telling a comparison's folders from a user's).
 ARM_NAME = re.compile(rf"(?:{'|'.join(MIXES)})(?:_(?:{'|'.join(ARM_KEYS)})=[^_/\\]+)*")
@@ -191,7 +192,8 @@ def resolve_baseline(baseline: str | None, arms: Sequence[Arm]) -> str | None:
     except UsageError as exc:
         raise UsageError(str(exc).replace("--arms", "--baseline", 1)) from None
     if name not in names:
-        raise UsageError(f"--baseline: expected one of the arms ({', '.join(names)}), got {baseline!r}")
+        raise UsageError(f"--baseline: expected one of the arms ({', '.join(names)}), written as in --arms, "
+                         f"got {baseline!r}")  # fmt: skip
     return name
 
 

@@ -42,7 +42,7 @@ from cutmix.experiment.plan import (
 )
 from cutmix.experiment.runners import Launch, default_jobs, run_planned
 from cutmix.experiment.runners.local import barrier
-from cutmix.experiment.runners.slurm import SLURM_FOLDER, SlurmOptions, check_slurm_launch
+from cutmix.experiment.runners.slurm import SLURM_FOLDER, SlurmOptions, active_jobs, check_slurm_launch
 from cutmix.runinfo import atomic_torch_save, environment
 from cutmix.training.components import check_image_size
 from cutmix.training.config import TrainConfig, config_with
@@ -135,21 +135,31 @@ def compare(
     dist_info, device = setup_distributed(base.device)
     if slurm is not None:
         check_slurm_launch(slurm, jobs, dist_info.enabled)
+        if robustness and not slurm.wait:  # the suite runs in the waiting parent, not in the jobs
+            raise UsageError(
+                "--robustness: expected a comparison that waits for its jobs, got --no-wait "
+                "(run cutmix compare ... --robustness again once the jobs have ended)"
+            )
     jobs = _checked_jobs(jobs, threads, base.device, dist_info)
     roots = [root for root, _, _ in groups(out, vary)] if vary is not None else None
     check_out(out, tuple(a.name for a in arms), seeds, force=force, roots=roots)
     dataset = load_data_main_first(base.data, dist_info, progress=progress and dist_info.is_main)
     # What train() would refuse once the data is loaded, refused here before any run starts: in a
     # child process (--jobs N) it would only fail that run, once per run.
-    check_fits_data(base, dataset, dist_info.world_size)
+    for _, _, changes in groups(out, vary):
+        try:
+            check_fits_data(group_base(base, changes, vary), dataset, dist_info.world_size)
+        except UsageError as exc:
+            value = ", ".join(f"{vary.key}={v!r}" for v in changes.values()) if vary else ""
+            raise UsageError(f"--vary {value}: {exc}" if vary else str(exc)) from None
     _check_robustness_limit(robustness, robustness_limit, len(dataset.test_labels))
     ctx = _Comparison(base, arms, seeds, out, dataset, dist_info, device, argv, robustness, robustness_limit,
                       baseline, vary)  # fmt: skip
     with contextlib.ExitStack() as stack:
         _hold_comparison_lock(stack, out, dist_info)
-        if dist_info.is_main:
-            _write_record(ctx)
         runs = _prepare_runs(ctx, force)
+        if dist_info.is_main:  # once the runs kept are known to be of these options (a refusal keeps it)
+            _write_record(ctx)
         _train_runs(ctx, runs, progress, jobs, threads, slurm)
         if slurm is not None and not slurm.wait:
             return {}  # submitted: `cutmix report OUT` once the jobs have ended
@@ -234,6 +244,11 @@ def _prepare_runs(ctx: _Comparison, force: bool) -> list[PlannedRun]:
     differing = [r for r in runs if r.state == "differs"]
     if differing and not force:
         raise UsageError(refusal(ctx.out, differing))
+    busy = active_jobs(differing) if ctx.dist_info.is_main else {}
+    if busy:  # a pending job holds no lock: --force must not delete the folder it will train in
+        listed = "\n".join(f"  {path}: job {job}" for path, job in busy.items())
+        raise UsageError(f"--force: refusing to delete run folders whose Slurm jobs are pending or running:\n"
+                         f"{listed}\nscancel them first, then re-run.")  # fmt: skip
     num_classes = len(ctx.dataset.classes)
     for root, group, _ in groups(ctx.out, ctx.vary):
         check_kept_inits([r for r in runs if r.group == group], root, ctx.base.data, num_classes)

@@ -21,7 +21,7 @@ from typing import Any
 from cutmix.errors import UsageError
 from cutmix.experiment.arms import Vary
 from cutmix.experiment.folder import COMPARISON_RECORD
-from cutmix.experiment.plan import RUN_RECORD, groups
+from cutmix.experiment.plan import RUN_RECORD, _differences, groups
 from cutmix.runinfo import atomic_write_json
 
 RECORD_FORMAT = 1
@@ -141,12 +141,14 @@ def finished_groups(out: Path, arm_names: Sequence[str], vary: Vary | None) -> t
     found, unfinished = [], []
     for root, folder, changes in groups(out, vary):
         records = []
+        first: dict[str, tuple[Path, dict[str, Any]]] = {}  # each arm's first run and its options
         seeds = sorted(int(p.name[5:]) for p in root.glob("seed-*") if p.is_dir() and p.name[5:].isdigit())
         for seed in seeds:
             for arm in arm_names:
                 path = root / f"seed-{seed}" / arm
                 if (path / "summary.json").is_file():
-                    _check_run_record(path, arm, seed)
+                    options = _check_run_record(path, arm, seed)
+                    _check_same_options(first.setdefault(arm, (path, options)), path, options)
                     records.append(load_run(path, arm, seed))
                 elif path.exists():
                     unfinished.append(str(path))
@@ -154,8 +156,21 @@ def finished_groups(out: Path, arm_names: Sequence[str], vary: Vary | None) -> t
     return found, unfinished
 
 
-def _check_run_record(path: Path, arm: str, seed: int) -> None:
-    """A run folder counts only as the run its compare-run.json says it is."""
+def _check_same_options(first: tuple[Path, dict[str, Any]], path: Path, options: dict[str, Any]) -> None:
+    """The runs of one arm at one value differ in their seed only: a run folder copied in from a
+    comparison with other options would mix another experiment into the paired statistics."""
+    first_path, first_options = first
+    differences = _differences(
+        {k: v for k, v in first_options.items() if k != "seed"},
+        {k: v for k, v in options.items() if k != "seed"},
+    )
+    if differences:
+        raise UsageError(f"{path / RUN_RECORD}: expected the options of {first_path} but for the seed, got "
+                         f"{'; '.join(differences)}")  # fmt: skip
+
+
+def _check_run_record(path: Path, arm: str, seed: int) -> dict[str, Any]:
+    """A run folder counts only as the run its compare-run.json says it is; its recorded options."""
     try:
         record = json.loads((path / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -167,6 +182,7 @@ def _check_run_record(path: Path, arm: str, seed: int) -> None:
             f"{path / RUN_RECORD}: expected arm {arm} seed {seed}, got arm {record.get('arm')} "
             f"seed {record.get('seed')}"
         )
+    return record.get("options") or {}
 
 
 def rebuild_report(out: str | Path, argv: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:

@@ -54,6 +54,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 INTERRUPTED_EXIT_STATUSES = frozenset(128 + int(s) for s in STOP_SIGNALS)
 
 _stop_reason: str | None = None
+# Every reason asked since the last clear (a scancel's SIGTERM may follow the time limit's SIGUSR2
+# while the checkpoint is saved: the job must then not requeue itself).
+_stop_reasons: set[str] = set()
 
 
 def request_stop(reason: str) -> None:
@@ -66,6 +69,7 @@ def request_stop(reason: str) -> None:
         reason: what asked, as messages will say it (a signal's name, such as ``"SIGTERM"``).
     """
     global _stop_reason
+    _stop_reasons.add(reason)
     if _stop_reason is None:
         _stop_reason = reason
 
@@ -75,10 +79,18 @@ def stop_requested() -> str | None:
     return _stop_reason
 
 
+def stop_reasons() -> frozenset[str]:
+    """Every reason given to :func:`request_stop` since the last :func:`clear_stop`."""
+    return frozenset(_stop_reasons)
+
+
 def clear_stop() -> None:
-    """Forgets a pending stop (a process that trains again after :class:`TrainingInterrupted`)."""
+    """Forgets a pending stop (done as :class:`TrainingInterrupted` is raised, and as the outermost
+    :func:`stop_on_signals` block is entered), so that a process training again is not stopped by an
+    old request."""
     global _stop_reason
     _stop_reason = None
+    _stop_reasons.clear()
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -93,13 +105,20 @@ def stop_on_signals(signals: Iterable[signal.Signals] = STOP_SIGNALS) -> Iterato
     Must be entered in the main thread (Python runs signal handlers there only).
     """
     previous = {}
+    if not _depth:  # a request left from an earlier block must not stop this one
+        clear_stop()
+    _depth.append(1)
     try:
         for sig in signals:
             previous[sig] = signal.signal(sig, _on_signal)
         yield
     finally:
+        _depth.pop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+_depth: list[int] = []  # nesting of stop_on_signals blocks
 
 
 def exit_status(reason: str) -> int:
@@ -123,6 +142,7 @@ class TrainingInterrupted(Exception):
         step: the optimizer steps done in that epoch.
         steps: the steps of a whole epoch.
         exit_status: the status a command exits with (:func:`exit_status`).
+        reasons: every reason asked before it was raised (a SIGTERM may follow a SIGUSR2).
     """
 
     def __init__(self, reason: str, checkpoint_path: Path, epoch: int, step: int, steps: int) -> None:
@@ -130,6 +150,7 @@ class TrainingInterrupted(Exception):
         self.checkpoint_path = Path(checkpoint_path)
         self.epoch, self.step, self.steps = epoch, step, steps
         self.exit_status = exit_status(reason)
+        self.reasons: frozenset[str] = frozenset({reason})  # every reason asked (stop_reasons())
         super().__init__(
             f"stopped by {reason} in epoch {epoch} after step {step} of {steps}: "
             f"checkpoint saved to {self.checkpoint_path}"
@@ -236,7 +257,10 @@ class MidEpochSaver:
         self.save(EpochProgress(step, loss_sum.item(), correct.item(), seen, elapsed))
         self.guard.saved()
         if reason is not None:
-            raise TrainingInterrupted(reason, self.path, epoch + 1, step, self.steps)
+            interrupted = TrainingInterrupted(reason, self.path, epoch + 1, step, self.steps)
+            interrupted.reasons = stop_reasons()
+            clear_stop()  # answered: a later train() in this process is not stopped by it
+            raise interrupted
 
     def save(self, progress: EpochProgress) -> None:
         """The checkpoint of the epochs done plus every process's ``progress`` in the next (in rank

@@ -51,8 +51,17 @@ ACTIVE_STATES = frozenset({
 })  # fmt: skip
 # sbatch options the launcher sets itself: --slurm-arg may not replace them.
 MANAGED_ARGS = frozenset(
-    {"array", "output", "error", "open-mode", "wrap", "job-name", "requeue", "no-requeue"}
+    {"array", "output", "error", "open-mode", "wrap", "job-name", "requeue", "no-requeue", "signal"}
 )
+# sbatch options with a --slurm-* flag of their own: --slurm-arg names the flag to use instead.
+FLAGGED_ARGS = {
+    "partition": "--slurm-partition",
+    "time": "--slurm-time",
+    "gpus-per-node": "--slurm-gpus-per-run",
+    "gres": "--slurm-gpus-per-run",
+    "cpus-per-task": "--slurm-cpus-per-run",
+    "mem": "--slurm-mem",
+}
 _ARG_KEY = re.compile(r"[a-z][a-z0-9_-]*")
 
 
@@ -100,6 +109,9 @@ class SlurmOptions:
         if self.partition is not None and not self.partition.strip():
             raise UsageError(f"--slurm-partition: expected a partition's name, got {self.partition!r}")
         for key, _ in self.extra:
+            if key.replace("_", "-") in FLAGGED_ARGS:
+                flag = FLAGGED_ARGS[key.replace("_", "-")]
+                raise UsageError(f"--slurm-arg: expected KEY other than {key} (use {flag}), got {key!r}")
             if not _ARG_KEY.fullmatch(key) or key.replace("_", "-") in MANAGED_ARGS:
                 raise UsageError(
                     f"--slurm-arg: expected KEY=VALUE with KEY an sbatch option other than "
@@ -270,6 +282,14 @@ def run_on_slurm(todo: list[PlannedRun], launch: Any) -> list[Failure]:
         say("cutmix compare: stopped waiting; the jobs go on. Re-run the same command to wait for them "
             "again (it submits nothing twice), or scancel them.")  # fmt: skip
         raise
+
+
+def active_jobs(runs: list[PlannedRun]) -> dict[Path, str]:
+    """The runs among ``runs`` whose recorded Slurm job (slurm-job.json) Slurm still holds as pending or
+    running, with its id; none without records, and Slurm is asked only when there are some."""
+    if not any(read_job_record(run.path) for run in runs):
+        return {}
+    return _queued_jobs(runs)
 
 
 def _queued_jobs(todo: list[PlannedRun]) -> dict[Path, str]:

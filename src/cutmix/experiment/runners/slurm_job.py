@@ -34,13 +34,15 @@ def train_job(run_dir: str, options: dict[str, Any], argv: list[str] | None, thr
                 train(config, run_dir, resume=True, progress=False, argv=argv)
         except TrainingInterrupted as exc:
             interrupted = exc
-        except UsageError as exc:  # one line the user can act on, as `cutmix train` prints it
+        except (UsageError, OSError) as exc:  # one line the user can act on, as `cutmix train` prints it
             print(f"cutmix compare: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
     if interrupted is None:
         return "finished"
     print(f"cutmix compare: run interrupted: {interrupted}", file=sys.stderr, flush=True)
-    if interrupted.reason == "SIGUSR2":
+    # Requeued only for the time limit's warning (SIGUSR2) alone: a SIGTERM among the reasons is a
+    # scancel or a preemption, which a requeue by the job itself would undo.
+    if interrupted.reasons == {"SIGUSR2"}:
         _requeue_this_job()
     # Not an Exception: submitit writes no result, so the job does not count as done.
     raise SystemExit(interrupted.exit_status)
