@@ -294,25 +294,27 @@ def run_epoch(
     )
     if bar is not None and seen:
         bar.update(seen)
-    for step, batch in enumerate(data.train, start=start.step + 1):
-        images, labels = batch[0], batch[1]
-        if mixing:
-            images, targets = learner.mixer(images, labels, *batch[2:])
-        else:
-            targets = to_targets(labels, num_classes, config.label_smoothing)
-        loss, logits = train_step(
-            learner.net, learner.model, learner.optimizer, images, targets, config.l2, learner.autocast
-        )
-        learner.scheduler.step()
-        loss_sum += loss.double() * labels.shape[0]
-        correct += (logits.argmax(1) == labels).sum()
-        seen += labels.shape[0]
+    try:  # a stop within the epoch (TrainingInterrupted) must not leave the bar among tqdm's
+        for step, batch in enumerate(data.train, start=start.step + 1):
+            images, labels = batch[0], batch[1]
+            if mixing:
+                images, targets = learner.mixer(images, labels, *batch[2:])
+            else:
+                targets = to_targets(labels, num_classes, config.label_smoothing)
+            loss, logits = train_step(
+                learner.net, learner.model, learner.optimizer, images, targets, config.l2, learner.autocast
+            )
+            learner.scheduler.step()
+            loss_sum += loss.double() * labels.shape[0]
+            correct += (logits.argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            if bar is not None:
+                bar.update(labels.shape[0])
+            if after_step is not None:
+                after_step(step, loss_sum, correct, seen)
+    finally:
         if bar is not None:
-            bar.update(labels.shape[0])
-        if after_step is not None:
-            after_step(step, loss_sum, correct, seen)
-    if bar is not None:
-        bar.close()
+            bar.close()
     totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device, dtype=torch.float64)])
     return sum_over_ranks(totals, dist_info)
 
