@@ -256,7 +256,8 @@ def test_a_requeue_without_warning_resumes_from_the_last_periodic_checkpoint(stu
     out, job = study["out"], study["ids"][RUNS[1]]
     run = study["runs"][RUNS[1]]
     done, step = study["killed_at"]
-    assert 0 < step < STEPS
+    # Step STEPS: saved after the epoch's last step, before its end's evaluation and checkpoint.
+    assert 0 < step <= STEPS
     assert f"resuming {run} in epoch {done + 1} of 2, after step {step} of {STEPS}" in log(out, job, "out")
     assert "stopped by" not in log(out, job, "err")  # it was given no chance to save
 
@@ -283,6 +284,41 @@ def test_report_after_no_wait_is_the_report_compare_writes(study):
     assert rebuilt.pop("unfinished_runs") == []
     assert rebuilt.pop("report_rebuilt_by") == f"cutmix report {study['out']}"
     assert rebuilt == study["compare_report"]
+
+
+def test_a_parent_killed_between_sbatch_and_the_record_submits_nothing_twice(cluster, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    # The jobs wait an hour to start (cancelled at the end): both calls see them pending.
+    args = [*PLAN[:-4], "--seeds", "1", "--out", str(out), "--launcher", "slurm", "--no-wait",
+            "--slurm-arg", "begin=now+3600"]  # fmt: skip
+    runs = [out / "seed-0" / arm for arm in ("none", "cutmix")]
+    before = set(active_jobs())
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt  # the parent dies once sbatch has answered
+
+    with monkeypatch.context() as patch:
+        patch.setattr(slurm_runner, "_write_job_record", killed)
+        with contextlib.suppress(BaseException):
+            run_main(args)
+    begun = [json.loads((run / slurm_runner.JOB_RECORD).read_text()) for run in runs]
+    try:
+        assert all("job_id" not in record for record in begun)
+        names = {record["job_name"] for record in begun}
+        assert len(names) == 1 and [record["array_index"] for record in begun] == [0, 1]
+        submitted = set(slurm_runner.jobs_named(names.pop()))
+        assert len(submitted) == 2 and not submitted & before
+
+        code, stdout, stderr = run_main(args)
+        assert code == 0, stderr
+        assert "2 run(s) already have a job pending or running; not submitted again" in stdout
+        assert "job(s) to Slurm" not in stdout
+        assert {job_id(run) for run in runs} == submitted
+        assert set(active_jobs()) - before <= submitted  # no second array
+    finally:
+        subprocess.run(
+            ["scancel", *(slurm_runner.jobs_named(begun[0]["job_name"]) or [])], capture_output=True
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,3 +428,42 @@ def test_the_launcher_options_survive_the_recorded_command_line():
     assert {k: v for k, v in vars(again).items() if k != "func"} == {
         k: v for k, v in vars(args).items() if k != "func"
     }
+
+
+def _watch_fake_queue(monkeypatch, tmp_path, state_at) -> tuple[list, list[str]]:
+    """_wait over one job whose state at each poll is ``state_at(seconds since the start)``, on a fake
+    clock (sleeping advances it); its failures and messages."""
+    clock = [0.0]
+    monkeypatch.setattr(slurm_runner.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(slurm_runner.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(slurm_runner, "POLL_SECONDS", 30.0)
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def states(ids):
+        state = state_at(clock[0])
+        if state == "COMPLETED":
+            (run / "summary.json").write_text("{}")
+        return {job: state for job in ids}
+
+    monkeypatch.setattr(slurm_runner, "job_states", states)
+    task = slurm_runner.Task(run, None, "seed 0 cutmix")
+    said: list[str] = []
+    failures = slurm_runner._wait([slurm_runner._Watched(task, "7_1", 0)], None, said.append, tmp_path)
+    return failures, said
+
+
+def test_a_preempted_job_that_is_requeued_is_waited_for(monkeypatch, tmp_path):
+    def state_at(t):
+        return "PREEMPTED" if t < 90 else "PENDING" if t < 150 else "COMPLETED"
+
+    failures, said = _watch_fake_queue(monkeypatch, tmp_path, state_at)
+    assert failures == [] and said == ["seed 0 cutmix: finished"]
+
+
+@pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL"])
+def test_a_job_that_stays_preempted_or_on_a_failed_node_is_reported(monkeypatch, tmp_path, state):
+    failures, said = _watch_fake_queue(monkeypatch, tmp_path, lambda t: state)
+    assert [f.state for f in failures] == [state]
+    assert said == [f"seed 0 cutmix ({tmp_path / 'run'}) failed: Slurm job 7_1 {state}; its log: "
+                    f"{failures[0].log}"]  # fmt: skip

@@ -20,6 +20,11 @@ Never two jobs for one run: each run folder records its job's id (``slurm-job.js
 submitting, Slurm is asked (``squeue``, else ``sacct``) whether that job is still pending or running
 (file locks do not hold across nodes on every shared file system, and a pending job holds none). So
 re-running the same command submits only the runs neither finished nor queued, and waits for all.
+Before ``sbatch`` each run folder records the submission's unique job name and its place in the
+array, so a parent killed between ``sbatch`` and writing the ids leaves runs whose job is found again
+by name (``squeue --name``, else ``sacct --name``) instead of submitted a second time. A job seen
+preempted or on a failed node (which Slurm requeues under ``--requeue``) counts as ended only once
+it has stayed so for :data:`REQUEUE_GRACE_S`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import shlex
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,10 @@ ACTIVE_STATES = frozenset({
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
     "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT",
 })  # fmt: skip
+# States a job under --requeue may leave again: Slurm requeues a preempted job (PreemptMode=REQUEUE)
+# and one whose node failed. Such a job counts as ended only after REQUEUE_GRACE_S in them.
+REQUEUE_STATES = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})
+REQUEUE_GRACE_S = 120.0
 # sbatch options the launcher sets itself: --slurm-arg may not replace them.
 MANAGED_ARGS = frozenset(
     {"array", "output", "error", "open-mode", "wrap", "job-name", "requeue", "no-requeue", "signal"}
@@ -203,21 +213,76 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def read_job_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run folder's slurm-job.json (None: no job recorded, or unreadable)."""
+    """The run folder's slurm-job.json with its job's id (None: no job recorded, only a submission
+    begun, or unreadable)."""
+    record = _read_record(run_dir)
+    return record if record is not None and isinstance(record.get("job_id"), str) else None
+
+
+def _read_record(run_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((Path(run_dir) / JOB_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("job_id"), str) else None
+    return record if isinstance(record, dict) else None
 
 
-def _write_job_record(run_dir: Path, job_id: str, folder: Path) -> None:
+def _write_submission(run_dir: Path, job_name: str, index: int | None, folder: Path) -> None:
+    """Before sbatch: the submission's job name and the run's task in its array (None: a single job),
+    by which a job whose id was never recorded is found again, and submitit's folder."""
+    record = {"job_name": job_name, "array_index": index, "folder": str(folder),
+              "submitting": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    atomic_write_json(Path(run_dir) / JOB_RECORD, record)
+
+
+def _write_job_record(run_dir: Path, job_id: str, folder: Path, job_name: str | None = None) -> None:
     from submitit.core.utils import JobPaths
 
     paths = JobPaths(folder, job_id=job_id, task_id=0)
-    record = {"job_id": job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    record = {"job_id": job_id, "job_name": job_name, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "stdout": str(paths.stdout), "stderr": str(paths.stderr)}  # fmt: skip
     atomic_write_json(Path(run_dir) / JOB_RECORD, record)
+
+
+def jobs_named(name: str) -> list[str] | None:
+    """The ids Slurm knows for jobs named ``name`` (array tasks as ``ARRAY_TASK``), from ``squeue``
+    and ``sacct``; None where squeue could not be asked."""
+    found = _run(["squeue", "--noheader", "--array", "--states=all", f"--name={name}", "--format=%i|%T"])
+    if found is None or found.returncode != 0:
+        return None
+    ids = set(_parse_states(found.stdout))
+    if shutil.which("sacct"):
+        old = _run(["sacct", "--noheader", "--parsable2", "--allocations", f"--name={name}",
+                    "--starttime=now-30days", "--format=JobID,State"])  # fmt: skip
+        if old is not None and old.returncode == 0:
+            ids.update(_parse_states(old.stdout))
+    return sorted(ids)
+
+
+def _recover_job_ids(runs: list[PlannedRun]) -> None:
+    """Records the job id of each run whose submission began but whose id was never written (the
+    parent killed in between), found by the submission's job name; a run whose job Slurm does not
+    know was never submitted, and is left to be."""
+    begun: dict[str, list[tuple[PlannedRun, dict[str, Any]]]] = {}
+    for run in runs:
+        record = _read_record(run.path)
+        if record is not None and not isinstance(record.get("job_id"), str) and record.get("job_name"):
+            begun.setdefault(str(record["job_name"]), []).append((run, record))
+    for name, members in begun.items():
+        ids = jobs_named(name)
+        if ids is None:
+            raise UsageError(
+                f"--launcher slurm: expected squeue to answer about jobs named {name} "
+                "(a submission begun in run folders), got no answer; try again later"
+            )
+        for run, record in members:
+            index = record.get("array_index")
+            if index is None:
+                match = [j for j in ids if "_" not in j]
+            else:
+                match = [j for j in ids if j.rpartition("_")[2] == str(index) and "_" in j]
+            if len(match) == 1:
+                _write_job_record(run.path, match[0], Path(record.get("folder", run.path)), name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,6 +309,7 @@ class _Watched:
     job_id: str
     epochs_seen: int
     ended: bool = False
+    requeue_seen: float | None = None  # since when its state is one of REQUEUE_STATES
 
 
 def label(run: PlannedRun) -> str:
@@ -259,6 +325,7 @@ def run_on_slurm(todo: list[PlannedRun], launch: Any) -> list[Failure]:
     options: SlurmOptions = launch.slurm
     folder = Path(launch.log_folder).resolve()
     say = launch.bar.write if launch.bar is not None else print
+    _recover_job_ids(todo)
     queued = _queued_jobs(todo)
     fresh = [run for run in todo if run.path not in queued]
     for run in fresh:
@@ -287,8 +354,9 @@ def run_on_slurm(todo: list[PlannedRun], launch: Any) -> list[Failure]:
 def active_jobs(runs: list[PlannedRun]) -> dict[Path, str]:
     """The runs among ``runs`` whose recorded Slurm job (slurm-job.json) Slurm still holds as pending or
     running, with its id; none without records, and Slurm is asked only when there are some."""
-    if not any(read_job_record(run.path) for run in runs):
+    if not any(_read_record(run.path) for run in runs):
         return {}
+    _recover_job_ids(runs)
     return _queued_jobs(runs)
 
 
@@ -301,7 +369,8 @@ def _queued_jobs(todo: list[PlannedRun]) -> dict[Path, str]:
         # Submitting anyway could start a second job on a run: refuse instead.
         raise UsageError(f"--launcher slurm: expected squeue to answer about jobs {', '.join(unreachable)} "
                          "(recorded in run folders), got no answer; try again later")  # fmt: skip
-    return {path: job for path, job in recorded.items() if states.get(job) in ACTIVE_STATES}
+    # A job in one of REQUEUE_STATES may be requeued: submitting again could give the run two jobs.
+    return {path: job for path, job in recorded.items() if states.get(job) in ACTIVE_STATES | REQUEUE_STATES}
 
 
 def _submit(runs: list[PlannedRun], options: SlurmOptions, folder: Path, argv: list[str] | None,
@@ -313,13 +382,16 @@ def _submit(runs: list[PlannedRun], options: SlurmOptions, folder: Path, argv: l
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
     except RuntimeError as exc:  # no srun: not on a cluster
         raise UsageError(f"--launcher slurm: expected a Slurm cluster, got: {exc}") from None
-    executor.update_parameters(**_executor_parameters(options, threads))
+    job_name = f"cutmix-{uuid.uuid4().hex[:12]}"
+    executor.update_parameters(**{**_executor_parameters(options, threads), "job_name": job_name})
+    for index, run in enumerate(runs):
+        _write_submission(run.path, job_name, index if len(runs) > 1 else None, folder)
     with executor.batch():
         jobs = [executor.submit(train_job, str(run.path.resolve()), asdict(run.config), argv, threads)
                 for run in runs]  # fmt: skip
     ids = {}
     for run, job in zip(runs, jobs, strict=True):
-        _write_job_record(run.path, job.job_id, folder)
+        _write_job_record(run.path, job.job_id, folder, job_name)
         ids[run.path] = job.job_id
     return ids
 
@@ -358,7 +430,13 @@ def _wait(watched: list[_Watched], bar: Any, say: Any, folder: Path) -> list[Fai
             _show_progress(w, bar)
             state = states.get(w.job_id, "UNKNOWN")
             if w.ended or state in ACTIVE_STATES or state == "UNREACHABLE":
+                w.requeue_seen = None
                 continue
+            if state in REQUEUE_STATES:
+                now = time.monotonic()
+                w.requeue_seen = now if w.requeue_seen is None else w.requeue_seen
+                if now - w.requeue_seen < REQUEUE_GRACE_S:
+                    continue
             w.ended = True
             if _finished(w.task.run_dir):
                 say(f"{w.task.label}: finished")
