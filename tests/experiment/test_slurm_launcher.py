@@ -28,6 +28,7 @@ from cutmix.cli import main
 from cutmix.errors import UsageError
 from cutmix.experiment.locks import LOCK_NAME
 from cutmix.experiment.runners import slurm as slurm_runner
+from cutmix.experiment.runners import slurm_queue
 from cutmix.training.checkpoint import load_checkpoint
 
 # ResNet-8 on 256 synthetic images, 4 steps per epoch; a periodic checkpoint after every step.
@@ -62,7 +63,7 @@ def results(run: Path) -> list[dict]:
 
 
 def job_id(run: Path) -> str:
-    return json.loads((run / slurm_runner.JOB_RECORD).read_text())["job_id"]
+    return json.loads((run / slurm_queue.JOB_RECORD).read_text())["job_id"]
 
 
 def trainer_pid(run: Path) -> int | None:
@@ -170,7 +171,7 @@ def study(cluster, tmp_path_factory):
     try:
         _scenario(out, args, seen)
     finally:  # a failed step leaves no job of ours on the cluster
-        recorded = [p / slurm_runner.JOB_RECORD for p in seen["runs"].values()]
+        recorded = [p / slurm_queue.JOB_RECORD for p in seen["runs"].values()]
         subprocess.run(["scancel", *[json.loads(r.read_text())["job_id"] for r in recorded if r.exists()]],
                        capture_output=True)  # fmt: skip
     return seen
@@ -298,15 +299,15 @@ def test_a_parent_killed_between_sbatch_and_the_record_submits_nothing_twice(clu
         raise KeyboardInterrupt  # the parent dies once sbatch has answered
 
     with monkeypatch.context() as patch:
-        patch.setattr(slurm_runner, "_write_job_record", killed)
+        patch.setattr(slurm_runner, "write_job_record", killed)
         with contextlib.suppress(BaseException):
             run_main(args)
-    begun = [json.loads((run / slurm_runner.JOB_RECORD).read_text()) for run in runs]
+    begun = [json.loads((run / slurm_queue.JOB_RECORD).read_text()) for run in runs]
     try:
         assert all("job_id" not in record for record in begun)
         names = {record["job_name"] for record in begun}
         assert len(names) == 1 and [record["array_index"] for record in begun] == [0, 1]
-        submitted = set(slurm_runner.jobs_named(names.pop()))
+        submitted = set(slurm_queue.jobs_named(names.pop()))
         assert len(submitted) == 2 and not submitted & before
 
         code, stdout, stderr = run_main(args)
@@ -317,7 +318,7 @@ def test_a_parent_killed_between_sbatch_and_the_record_submits_nothing_twice(clu
         assert set(active_jobs()) - before <= submitted  # no second array
     finally:
         subprocess.run(
-            ["scancel", *(slurm_runner.jobs_named(begun[0]["job_name"]) or [])], capture_output=True
+            ["scancel", *(slurm_queue.jobs_named(begun[0]["job_name"]) or [])], capture_output=True
         )
 
 
@@ -405,9 +406,9 @@ def test_jobs_and_a_missing_slurm_are_refused(monkeypatch):
 
 def test_job_states_read_squeue_and_sacct_lines():
     text = "12_0|RUNNING\n12_1|PENDING\n13|CANCELLED by 0\n14|COMPLETED+\n"
-    assert slurm_runner._parse_states(text) == {"12_0": "RUNNING", "12_1": "PENDING", "13": "CANCELLED",
+    assert slurm_queue._parse_states(text) == {"12_0": "RUNNING", "12_1": "PENDING", "13": "CANCELLED",
                                                 "14": "COMPLETED"}  # fmt: skip
-    assert slurm_runner.job_states([]) == {}
+    assert slurm_queue.job_states([]) == {}
 
 
 def test_the_cluster_script_refuses_an_unknown_command():

@@ -42,7 +42,8 @@ from cutmix.experiment.plan import (
 )
 from cutmix.experiment.runners import Launch, default_jobs, run_planned
 from cutmix.experiment.runners.local import barrier
-from cutmix.experiment.runners.slurm import SLURM_FOLDER, SlurmOptions, active_jobs, check_slurm_launch
+from cutmix.experiment.runners.slurm import SLURM_FOLDER, SlurmOptions, check_slurm_launch
+from cutmix.experiment.runners.slurm_queue import active_jobs
 from cutmix.runinfo import atomic_torch_save, environment
 from cutmix.training.components import check_image_size
 from cutmix.training.config import TrainConfig, config_with

@@ -29,11 +29,9 @@ it has stayed so for :data:`REQUEUE_GRACE_S`.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import shutil
-import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -45,20 +43,19 @@ from cutmix.errors import UsageError
 from cutmix.experiment.plan import PlannedRun, write_run_record
 from cutmix.experiment.runners.processes import Failure, Task, _epochs_logged, _tail
 from cutmix.experiment.runners.slurm_job import train_job
-from cutmix.runinfo import atomic_write_json
+from cutmix.experiment.runners.slurm_queue import (
+    ACTIVE_STATES,
+    REQUEUE_STATES,
+    job_states,
+    queued_jobs,
+    recover_job_ids,
+    write_job_record,
+    write_submission,
+)
 
 SLURM_FOLDER = "slurm"  # OUT/slurm/: submitit's folder (pickles, logs) for the comparison's jobs
-JOB_RECORD = "slurm-job.json"  # in each run folder: the id of the job training it
 POLL_SECONDS = 10.0  # between two squeue calls while waiting (a test makes it shorter)
-# The states of a job that is still, or again, going to train its run (squeue's long names).
-ACTIVE_STATES = frozenset({
-    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
-    "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT",
-})  # fmt: skip
-# States a job under --requeue may leave again: Slurm requeues a preempted job (PreemptMode=REQUEUE)
-# and one whose node failed. Such a job counts as ended only after REQUEUE_GRACE_S in them.
-REQUEUE_STATES = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})
-REQUEUE_GRACE_S = 120.0
+REQUEUE_GRACE_S = 120.0  # how long a job may stay in REQUEUE_STATES before it counts as ended
 # sbatch options the launcher sets itself: --slurm-arg may not replace them.
 MANAGED_ARGS = frozenset(
     {"array", "output", "error", "open-mode", "wrap", "job-name", "requeue", "no-requeue", "signal"}
@@ -164,128 +161,6 @@ def check_slurm_available() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Asking Slurm
-# --------------------------------------------------------------------------------------------
-
-
-def _run(command: list[str]) -> subprocess.CompletedProcess | None:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-
-
-def _parse_states(text: str) -> dict[str, str]:
-    states = {}
-    for line in text.splitlines():
-        job, _, state = line.strip().partition("|")
-        if job and state:
-            # sacct writes "CANCELLED by 0"; squeue long names only.
-            states[job] = state.split()[0].rstrip("+")
-    return states
-
-
-def job_states(job_ids: list[str]) -> dict[str, str]:
-    """The state of each job Slurm still knows (``squeue``'s long names: PENDING, RUNNING, COMPLETED,
-    CANCELLED, FAILED, TIMEOUT, ...); ``sacct`` for those squeue has forgotten. A job neither knows
-    is left out; a job Slurm could not be asked about (squeue failing) maps to ``"UNREACHABLE"``."""
-    if not job_ids:
-        return {}
-    query = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T"]
-    found = _run([*query, "--jobs", ",".join(job_ids)])
-    if found is not None and found.returncode == 0:
-        states = _parse_states(found.stdout)
-    else:  # one unknown id fails the whole call on some versions: ask one by one
-        states = {}
-        for job in job_ids:
-            one = _run([*query, "--jobs", job])
-            if one is None or (one.returncode and "Invalid job id" not in one.stderr):
-                states[job] = "UNREACHABLE"
-            elif one.returncode == 0:
-                states.update(_parse_states(one.stdout))
-    forgotten = [j for j in job_ids if j not in states]
-    if forgotten and shutil.which("sacct"):
-        old = _run(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State",
-                    *[f"--jobs={j}" for j in forgotten]])  # fmt: skip
-        if old is not None and old.returncode == 0:
-            states.update({j: s for j, s in _parse_states(old.stdout).items() if j in forgotten})
-    return {j: states[j] for j in job_ids if j in states}
-
-
-def read_job_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run folder's slurm-job.json with its job's id (None: no job recorded, only a submission
-    begun, or unreadable)."""
-    record = _read_record(run_dir)
-    return record if record is not None and isinstance(record.get("job_id"), str) else None
-
-
-def _read_record(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((Path(run_dir) / JOB_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _write_submission(run_dir: Path, job_name: str, index: int | None, folder: Path) -> None:
-    """Before sbatch: the submission's job name and the run's task in its array (None: a single job),
-    by which a job whose id was never recorded is found again, and submitit's folder."""
-    record = {"job_name": job_name, "array_index": index, "folder": str(folder),
-              "submitting": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    atomic_write_json(Path(run_dir) / JOB_RECORD, record)
-
-
-def _write_job_record(run_dir: Path, job_id: str, folder: Path, job_name: str | None = None) -> None:
-    from submitit.core.utils import JobPaths
-
-    paths = JobPaths(folder, job_id=job_id, task_id=0)
-    record = {"job_id": job_id, "job_name": job_name, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "stdout": str(paths.stdout), "stderr": str(paths.stderr)}  # fmt: skip
-    atomic_write_json(Path(run_dir) / JOB_RECORD, record)
-
-
-def jobs_named(name: str) -> list[str] | None:
-    """The ids Slurm knows for jobs named ``name`` (array tasks as ``ARRAY_TASK``), from ``squeue``
-    and ``sacct``; None where squeue could not be asked."""
-    found = _run(["squeue", "--noheader", "--array", "--states=all", f"--name={name}", "--format=%i|%T"])
-    if found is None or found.returncode != 0:
-        return None
-    ids = set(_parse_states(found.stdout))
-    if shutil.which("sacct"):
-        old = _run(["sacct", "--noheader", "--parsable2", "--allocations", f"--name={name}",
-                    "--starttime=now-30days", "--format=JobID,State"])  # fmt: skip
-        if old is not None and old.returncode == 0:
-            ids.update(_parse_states(old.stdout))
-    return sorted(ids)
-
-
-def _recover_job_ids(runs: list[PlannedRun]) -> None:
-    """Records the job id of each run whose submission began but whose id was never written (the
-    parent killed in between), found by the submission's job name; a run whose job Slurm does not
-    know was never submitted, and is left to be."""
-    begun: dict[str, list[tuple[PlannedRun, dict[str, Any]]]] = {}
-    for run in runs:
-        record = _read_record(run.path)
-        if record is not None and not isinstance(record.get("job_id"), str) and record.get("job_name"):
-            begun.setdefault(str(record["job_name"]), []).append((run, record))
-    for name, members in begun.items():
-        ids = jobs_named(name)
-        if ids is None:
-            raise UsageError(
-                f"--launcher slurm: expected squeue to answer about jobs named {name} "
-                "(a submission begun in run folders), got no answer; try again later"
-            )
-        for run, record in members:
-            index = record.get("array_index")
-            if index is None:
-                match = [j for j in ids if "_" not in j]
-            else:
-                match = [j for j in ids if j.rpartition("_")[2] == str(index) and "_" in j]
-            if len(match) == 1:
-                _write_job_record(run.path, match[0], Path(record.get("folder", run.path)), name)
-
-
-# --------------------------------------------------------------------------------------------
 # Submitting and waiting (the parent)
 # --------------------------------------------------------------------------------------------
 
@@ -325,8 +200,8 @@ def run_on_slurm(todo: list[PlannedRun], launch: Any) -> list[Failure]:
     options: SlurmOptions = launch.slurm
     folder = Path(launch.log_folder).resolve()
     say = launch.bar.write if launch.bar is not None else print
-    _recover_job_ids(todo)
-    queued = _queued_jobs(todo)
+    recover_job_ids(todo)
+    queued = queued_jobs(todo)
     fresh = [run for run in todo if run.path not in queued]
     for run in fresh:
         write_run_record(run)
@@ -351,28 +226,6 @@ def run_on_slurm(todo: list[PlannedRun], launch: Any) -> list[Failure]:
         raise
 
 
-def active_jobs(runs: list[PlannedRun]) -> dict[Path, str]:
-    """The runs among ``runs`` whose recorded Slurm job (slurm-job.json) Slurm still holds as pending or
-    running, with its id; none without records, and Slurm is asked only when there are some."""
-    if not any(_read_record(run.path) for run in runs):
-        return {}
-    _recover_job_ids(runs)
-    return _queued_jobs(runs)
-
-
-def _queued_jobs(todo: list[PlannedRun]) -> dict[Path, str]:
-    """The runs whose recorded job Slurm still holds as pending or running, with its id."""
-    recorded = {run.path: record["job_id"] for run in todo if (record := read_job_record(run.path))}
-    states = job_states(sorted(set(recorded.values())))
-    unreachable = [j for j, s in states.items() if s == "UNREACHABLE"]
-    if unreachable:
-        # Submitting anyway could start a second job on a run: refuse instead.
-        raise UsageError(f"--launcher slurm: expected squeue to answer about jobs {', '.join(unreachable)} "
-                         "(recorded in run folders), got no answer; try again later")  # fmt: skip
-    # A job in one of REQUEUE_STATES may be requeued: submitting again could give the run two jobs.
-    return {path: job for path, job in recorded.items() if states.get(job) in ACTIVE_STATES | REQUEUE_STATES}
-
-
 def _submit(runs: list[PlannedRun], options: SlurmOptions, folder: Path, argv: list[str] | None,
             threads: int) -> dict[Path, str]:  # fmt: skip
     """One job per run (a job array for several), each run's job id recorded in its folder."""
@@ -385,13 +238,13 @@ def _submit(runs: list[PlannedRun], options: SlurmOptions, folder: Path, argv: l
     job_name = f"cutmix-{uuid.uuid4().hex[:12]}"
     executor.update_parameters(**{**_executor_parameters(options, threads), "job_name": job_name})
     for index, run in enumerate(runs):
-        _write_submission(run.path, job_name, index if len(runs) > 1 else None, folder)
+        write_submission(run.path, job_name, index if len(runs) > 1 else None, folder)
     with executor.batch():
         jobs = [executor.submit(train_job, str(run.path.resolve()), asdict(run.config), argv, threads)
                 for run in runs]  # fmt: skip
     ids = {}
     for run, job in zip(runs, jobs, strict=True):
-        _write_job_record(run.path, job.job_id, folder, job_name)
+        write_job_record(run.path, job.job_id, folder, job_name)
         ids[run.path] = job.job_id
     return ids
 
