@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -431,18 +432,31 @@ def test_the_launcher_options_survive_the_recorded_command_line():
     }
 
 
+class FakeClock:
+    """slurm_queue's clock and pause, replaced: pausing advances the clock; more than ``limit`` pauses
+    fail the test (a wait that never ends)."""
+
+    def __init__(self, monkeypatch, limit: int = 100) -> None:
+        self.t, self.pauses, self.limit = 0.0, 0, limit
+        monkeypatch.setattr(slurm_queue, "now", lambda: self.t)
+        monkeypatch.setattr(slurm_queue, "pause", self.pause)
+
+    def pause(self, seconds: float) -> None:
+        self.pauses += 1
+        assert self.pauses <= self.limit, "still waiting after the grace"
+        self.t += seconds
+
+
 def _watch_fake_queue(monkeypatch, tmp_path, state_at) -> tuple[list, list[str]]:
     """_wait over one job whose state at each poll is ``state_at(seconds since the start)``, on a fake
-    clock (sleeping advances it); its failures and messages."""
-    clock = [0.0]
-    monkeypatch.setattr(slurm_runner.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(slurm_runner.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    clock; its failures and messages."""
+    clock = FakeClock(monkeypatch)
     monkeypatch.setattr(slurm_runner, "POLL_SECONDS", 30.0)
     run = tmp_path / "run"
     run.mkdir()
 
     def states(ids):
-        state = state_at(clock[0])
+        state = state_at(clock.t)
         if state == "COMPLETED":
             (run / "summary.json").write_text("{}")
         return {job: state for job in ids}
@@ -468,3 +482,78 @@ def test_a_job_that_stays_preempted_or_on_a_failed_node_is_reported(monkeypatch,
     assert [f.state for f in failures] == [state]
     assert said == [f"seed 0 cutmix ({tmp_path / 'run'}) failed: Slurm job 7_1 {state}; its log: "
                     f"{failures[0].log}"]  # fmt: skip
+
+
+def _planned(tmp_path: Path, record: dict | None, name: str = "run") -> slurm_runner.PlannedRun:
+    run = tmp_path / name
+    run.mkdir()
+    if record is not None:
+        (run / slurm_queue.JOB_RECORD).write_text(json.dumps(record))
+    return slurm_runner.PlannedRun("cutmix", 0, run, None)
+
+
+@pytest.mark.parametrize(
+    ("later", "queued"), [("RUNNING", True), ("PENDING", True), ("PREEMPTED", False), ("COMPLETED", False)]
+)
+def test_before_submitting_a_preempted_job_gets_the_grace_to_be_requeued(
+    monkeypatch, tmp_path, later, queued
+):
+    clock = FakeClock(monkeypatch)
+    run = _planned(tmp_path, {"job_id": "7_1"})
+    monkeypatch.setattr(slurm_queue, "job_states",
+                        lambda ids: {j: "PREEMPTED" if clock.t < 60 else later for j in ids})  # fmt: skip
+    said: list[str] = []
+    assert slurm_queue.queued_jobs([run], said.append) == ({run.path: "7_1"} if queued else {})
+    assert len(said) == 1 and said[0].startswith(
+        "Slurm job(s) 7_1 preempted or on a failed node: waiting up to"
+    )
+    assert clock.t <= slurm_queue.REQUEUE_GRACE_S + slurm_queue.SETTLE_POLL_SECONDS
+
+
+def _fake_slurm(monkeypatch, squeue: str, sacct: str | None) -> list[list[str]]:
+    """squeue (and sacct, where not None) answering with these lines; the commands asked."""
+    asked: list[list[str]] = []
+
+    def run(command):
+        asked.append(command)
+        text = squeue if command[0] == "squeue" else sacct
+        return subprocess.CompletedProcess(command, 0, stdout=text, stderr="")
+
+    monkeypatch.setattr(slurm_queue, "_run", run)
+    monkeypatch.setattr(
+        slurm_queue.shutil, "which", lambda name: "/usr/bin/sacct" if sacct is not None else None
+    )
+    return asked
+
+
+def test_jobs_named_joins_squeue_and_sacct_and_keeps_only_job_and_task_ids(monkeypatch):
+    asked = _fake_slurm(monkeypatch, "40_1|RUNNING\n", "40_[2-3]|PENDING\n40_0|COMPLETED\n41|FAILED\n")
+    assert slurm_queue.jobs_named("cutmix-abc") == ["40_0", "40_1", "41"]
+    assert [c[0] for c in asked] == ["squeue", "sacct"] and all("--name=cutmix-abc" in c for c in asked)
+    _fake_slurm(monkeypatch, "40_1|RUNNING\n", None)  # no accounting: squeue alone
+    assert slurm_queue.jobs_named("cutmix-abc") == ["40_1"]
+
+
+def test_a_begun_submission_is_matched_by_array_index_or_as_a_single_job(monkeypatch, tmp_path):
+    _fake_slurm(monkeypatch, "50_1|PENDING\n50_10|PENDING\n", None)
+    old = "2020-01-01T00:00:00+0000"
+    runs = [_planned(tmp_path, {"job_name": "cutmix-a", "array_index": i, "folder": str(tmp_path),
+                                "submitting": old}, f"r{i}") for i in (1, 10, 2)]  # fmt: skip
+    slurm_queue.recover_job_ids(runs)
+    assert [slurm_queue.read_job_record(r.path) and slurm_queue.read_job_record(r.path)["job_id"] for r in runs] == [
+        "50_1", "50_10", None]  # fmt: skip
+    _fake_slurm(monkeypatch, "60|RUNNING\n", None)
+    single = _planned(tmp_path, {"job_name": "cutmix-b", "array_index": None, "submitting": old}, "single")
+    slurm_queue.recover_job_ids([single])
+    assert slurm_queue.read_job_record(single.path)["job_id"] == "60"
+
+
+def test_a_submission_just_begun_whose_job_slurm_does_not_know_is_refused_not_repeated(monkeypatch, tmp_path):
+    _fake_slurm(monkeypatch, "", None)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    run = _planned(tmp_path, {"job_name": "cutmix-c", "array_index": 0, "submitting": stamp})
+    with pytest.raises(
+        UsageError, match="expected no submission under way for .* another cutmix compare may"
+    ):
+        slurm_queue.recover_job_ids([run])
+    assert slurm_queue.read_job_record(run.path) is None

@@ -192,8 +192,9 @@ def _spread(values: np.ndarray, mode: str, batch_size: int) -> np.ndarray:
 def _blend(own: Tensor, partner: Tensor, weight: Tensor) -> Tensor:
     """``lerp(own, partner, weight)``, exact at weights 0 and 1, into ``partner`` (a flip's new copy:
     a fresh output cost as much as the blend at 32x32); in float32 for half, bfloat16, uint8 images."""
-    if own.dtype in (torch.float32, torch.float64):
-        return partner.lerp_(own, 1.0 - weight.to(own.dtype))
+    if own.dtype in (torch.float32, torch.float64):  # autograd refuses out=; lerp_ may differ by 1 ulp
+        grad = torch.is_grad_enabled() and own.requires_grad
+        return partner.lerp_(own, 1.0 - weight) if grad else torch.lerp(own, partner, weight, out=partner)
     mixed = torch.lerp(own.float(), partner.float(), weight)
     if not own.is_floating_point():
         mixed = mixed.round_().clamp_(0, 255)  # half to even, as timm's collate

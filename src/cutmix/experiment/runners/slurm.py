@@ -22,9 +22,10 @@ submitting, Slurm is asked (``squeue``, else ``sacct``) whether that job is stil
 re-running the same command submits only the runs neither finished nor queued, and waits for all.
 Before ``sbatch`` each run folder records the submission's unique job name and its place in the
 array, so a parent killed between ``sbatch`` and writing the ids leaves runs whose job is found again
-by name (``squeue --name``, else ``sacct --name``) instead of submitted a second time. A job seen
-preempted or on a failed node (which Slurm requeues under ``--requeue``) counts as ended only once
-it has stayed so for :data:`REQUEUE_GRACE_S`.
+by name (``squeue --name``, and ``sacct --name`` where accounting is installed) instead of submitted
+a second time. A job seen preempted or on a failed node (which Slurm requeues under ``--requeue``),
+while compare waits or before it submits, counts as ended only once it has stayed so for
+:data:`~cutmix.experiment.runners.slurm_queue.REQUEUE_GRACE_S`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import time
+import subprocess
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,10 +42,12 @@ from typing import Any
 import cutmix
 from cutmix.errors import UsageError
 from cutmix.experiment.plan import PlannedRun, write_run_record
+from cutmix.experiment.runners import slurm_queue
 from cutmix.experiment.runners.processes import Failure, Task, _epochs_logged, _tail
 from cutmix.experiment.runners.slurm_job import train_job
 from cutmix.experiment.runners.slurm_queue import (
     ACTIVE_STATES,
+    REQUEUE_GRACE_S,
     REQUEUE_STATES,
     job_states,
     queued_jobs,
@@ -55,7 +58,6 @@ from cutmix.experiment.runners.slurm_queue import (
 
 SLURM_FOLDER = "slurm"  # OUT/slurm/: submitit's folder (pickles, logs) for the comparison's jobs
 POLL_SECONDS = 10.0  # between two squeue calls while waiting (a test makes it shorter)
-REQUEUE_GRACE_S = 120.0  # how long a job may stay in REQUEUE_STATES before it counts as ended
 # sbatch options the launcher sets itself: --slurm-arg may not replace them.
 MANAGED_ARGS = frozenset(
     {"array", "output", "error", "open-mode", "wrap", "job-name", "requeue", "no-requeue", "signal"}
@@ -201,7 +203,7 @@ def run_on_slurm(todo: list[PlannedRun], launch: Any) -> list[Failure]:
     folder = Path(launch.log_folder).resolve()
     say = launch.bar.write if launch.bar is not None else print
     recover_job_ids(todo)
-    queued = queued_jobs(todo)
+    queued = queued_jobs(todo, say)
     fresh = [run for run in todo if run.path not in queued]
     for run in fresh:
         write_run_record(run)
@@ -230,6 +232,7 @@ def _submit(runs: list[PlannedRun], options: SlurmOptions, folder: Path, argv: l
             threads: int) -> dict[Path, str]:  # fmt: skip
     """One job per run (a job array for several), each run's job id recorded in its folder."""
     import submitit
+    from submitit.core.utils import FailedJobError
 
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
@@ -239,9 +242,17 @@ def _submit(runs: list[PlannedRun], options: SlurmOptions, folder: Path, argv: l
     executor.update_parameters(**{**_executor_parameters(options, threads), "job_name": job_name})
     for index, run in enumerate(runs):
         write_submission(run.path, job_name, index if len(runs) > 1 else None, folder)
-    with executor.batch():
-        jobs = [executor.submit(train_job, str(run.path.resolve()), asdict(run.config), argv, threads)
-                for run in runs]  # fmt: skip
+    try:
+        with executor.batch():
+            jobs = [executor.submit(train_job, str(run.path.resolve()), asdict(run.config), argv, threads)
+                    for run in runs]  # fmt: skip
+    except FailedJobError as error:
+        # sbatch answered with an error: nothing was submitted, so no submission stays begun. (Not on
+        # anything else, which may come after sbatch has answered: the next compare finds those jobs.)
+        if isinstance(error.__cause__, subprocess.CalledProcessError):
+            for run in runs:
+                (run.path / slurm_queue.JOB_RECORD).unlink(missing_ok=True)
+        raise
     ids = {}
     for run, job in zip(runs, jobs, strict=True):
         write_job_record(run.path, job.job_id, folder, job_name)
@@ -286,7 +297,7 @@ def _wait(watched: list[_Watched], bar: Any, say: Any, folder: Path) -> list[Fai
                 w.requeue_seen = None
                 continue
             if state in REQUEUE_STATES:
-                now = time.monotonic()
+                now = slurm_queue.now()
                 w.requeue_seen = now if w.requeue_seen is None else w.requeue_seen
                 if now - w.requeue_seen < REQUEUE_GRACE_S:
                     continue
@@ -300,7 +311,7 @@ def _wait(watched: list[_Watched], bar: Any, say: Any, folder: Path) -> list[Fai
         if bar is not None:
             bar.set_postfix_str(_status(watched, states), refresh=True)
         if not all(w.ended for w in watched):
-            time.sleep(POLL_SECONDS)
+            slurm_queue.pause(POLL_SECONDS)
     return failures
 
 
@@ -309,7 +320,7 @@ def _finished(run_dir: Path) -> bool:
     for _ in range(3):
         if (run_dir / "summary.json").exists():
             return True
-        time.sleep(1.0)
+        slurm_queue.pause(1.0)
     return False
 
 

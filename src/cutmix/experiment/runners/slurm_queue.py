@@ -5,7 +5,9 @@ and array index) and after it (the job id), so a run's job is found again rather
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -23,8 +25,24 @@ ACTIVE_STATES = frozenset({
     "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT",
 })  # fmt: skip
 # States a job under --requeue may leave again: Slurm requeues a preempted job (PreemptMode=REQUEUE)
-# and one whose node failed. Such a job counts as ended only after slurm.REQUEUE_GRACE_S in them.
+# and one whose node failed. Such a job counts as ended only after REQUEUE_GRACE_S in them.
 REQUEUE_STATES = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})
+REQUEUE_GRACE_S = 120.0
+SETTLE_POLL_SECONDS = 10.0  # between two questions while a job may be requeued
+# A submission begun this recently whose jobs Slurm does not know may still be under way elsewhere.
+IN_FLIGHT_S = 120.0
+_JOB_ID = re.compile(r"\d+(_\d+)?")  # a job or an array task; not sacct's "12_[0-3]" for a pending array
+_STAMP = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def now() -> float:
+    """The clock waiting is measured on (a test replaces it)."""
+    return time.monotonic()
+
+
+def pause(seconds: float) -> None:
+    """Waits ``seconds`` (a test replaces it)."""
+    time.sleep(seconds)
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess | None:
@@ -90,7 +108,7 @@ def write_submission(run_dir: Path, job_name: str, index: int | None, folder: Pa
     """Before sbatch: the submission's job name and the run's task in its array (None: a single job),
     by which a job whose id was never recorded is found again, and submitit's folder."""
     record = {"job_name": job_name, "array_index": index, "folder": str(folder),
-              "submitting": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+              "submitting": time.strftime(_STAMP)}  # fmt: skip
     atomic_write_json(Path(run_dir) / JOB_RECORD, record)
 
 
@@ -98,14 +116,14 @@ def write_job_record(run_dir: Path, job_id: str, folder: Path, job_name: str | N
     from submitit.core.utils import JobPaths
 
     paths = JobPaths(folder, job_id=job_id, task_id=0)
-    record = {"job_id": job_id, "job_name": job_name, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    record = {"job_id": job_id, "job_name": job_name, "submitted": time.strftime(_STAMP),
               "stdout": str(paths.stdout), "stderr": str(paths.stderr)}  # fmt: skip
     atomic_write_json(Path(run_dir) / JOB_RECORD, record)
 
 
 def jobs_named(name: str) -> list[str] | None:
     """The ids Slurm knows for jobs named ``name`` (array tasks as ``ARRAY_TASK``), from ``squeue``
-    and ``sacct``; None where squeue could not be asked."""
+    and, where it is installed, ``sacct`` too; None where squeue could not be asked."""
     found = _run(["squeue", "--noheader", "--array", "--states=all", f"--name={name}", "--format=%i|%T"])
     if found is None or found.returncode != 0:
         return None
@@ -115,13 +133,14 @@ def jobs_named(name: str) -> list[str] | None:
                     "--starttime=now-30days", "--format=JobID,State"])  # fmt: skip
         if old is not None and old.returncode == 0:
             ids.update(_parse_states(old.stdout))
-    return sorted(ids)
+    return sorted(j for j in ids if _JOB_ID.fullmatch(j))
 
 
 def recover_job_ids(runs: list[PlannedRun]) -> None:
     """Records the job id of each run whose submission began but whose id was never written (the
-    parent killed in between), found by the submission's job name; a run whose job Slurm does not
-    know was never submitted, and is left to be."""
+    parent killed in between), found by the submission's job name. A run whose job Slurm does not
+    know was never submitted, and is left to be, unless its submission began under
+    :data:`IN_FLIGHT_S` ago: another compare may be submitting it still, so that is refused."""
     begun: dict[str, list[tuple[PlannedRun, dict[str, Any]]]] = {}
     for run in runs:
         record = _read_record(run.path)
@@ -142,25 +161,58 @@ def recover_job_ids(runs: list[PlannedRun]) -> None:
                 match = [j for j in ids if j.rpartition("_")[2] == str(index) and "_" in j]
             if len(match) == 1:
                 write_job_record(run.path, match[0], Path(record.get("folder", run.path)), name)
+            elif _age(record.get("submitting")) < IN_FLIGHT_S:
+                raise UsageError(
+                    f"--launcher slurm: expected no submission under way for {run.path}, got one begun at "
+                    f"{record.get('submitting')} (job name {name}) whose job Slurm does not know yet: "
+                    f"another cutmix compare may be submitting it; try again in {IN_FLIGHT_S:.0f} s"
+                )
 
 
-def active_jobs(runs: list[PlannedRun]) -> dict[Path, str]:
+def _age(stamp: Any) -> float:
+    """Seconds since a record's time stamp (infinite where it cannot be read)."""
+    try:
+        then = datetime.datetime.strptime(str(stamp), _STAMP)
+    except ValueError:
+        return float("inf")
+    return (datetime.datetime.now(datetime.UTC) - then).total_seconds()
+
+
+def active_jobs(runs: list[PlannedRun], say: Any = print) -> dict[Path, str]:
     """The runs among ``runs`` whose recorded Slurm job (slurm-job.json) Slurm still holds as pending or
     running, with its id; none without records, and Slurm is asked only when there are some."""
     if not any(_read_record(run.path) for run in runs):
         return {}
     recover_job_ids(runs)
-    return queued_jobs(runs)
+    return queued_jobs(runs, say)
 
 
-def queued_jobs(todo: list[PlannedRun]) -> dict[Path, str]:
-    """The runs whose recorded job Slurm still holds as pending or running, with its id."""
+def queued_jobs(todo: list[PlannedRun], say: Any = print) -> dict[Path, str]:
+    """The runs whose recorded job Slurm still holds as pending or running, with its id. A job seen in
+    one of :data:`REQUEUE_STATES` is asked about again for up to :data:`REQUEUE_GRACE_S` (saying so
+    with ``say``): requeued, it is the run's job; still there, it has ended."""
     recorded = {run.path: record["job_id"] for run in todo if (record := read_job_record(run.path))}
-    states = job_states(sorted(set(recorded.values())))
+    states = _asked(sorted(set(recorded.values())))
+    settling = sorted(j for j in set(recorded.values()) if states.get(j) in REQUEUE_STATES)
+    if settling:
+        say(
+            f"Slurm job(s) {', '.join(settling)} preempted or on a failed node: waiting up to "
+            f"{REQUEUE_GRACE_S:.0f} s for Slurm to requeue them before submitting their runs again"
+        )
+        deadline = now() + REQUEUE_GRACE_S
+        while settling and now() < deadline:
+            pause(SETTLE_POLL_SECONDS)
+            states.update(_asked(settling))
+            settling = [j for j in settling if states.get(j) in REQUEUE_STATES]
+    return {path: job for path, job in recorded.items() if states.get(job) in ACTIVE_STATES}
+
+
+def _asked(job_ids: list[str]) -> dict[str, str]:
+    """:func:`job_states`, refusing to go on where Slurm could not be asked: submitting anyway could
+    start a second job on a run."""
+    states = job_states(job_ids)
     unreachable = [j for j, s in states.items() if s == "UNREACHABLE"]
     if unreachable:
-        # Submitting anyway could start a second job on a run: refuse instead.
         raise UsageError(f"--launcher slurm: expected squeue to answer about jobs {', '.join(unreachable)} "
                          "(recorded in run folders), got no answer; try again later")  # fmt: skip
-    # A job in one of REQUEUE_STATES may be requeued: submitting again could give the run two jobs.
-    return {path: job for path, job in recorded.items() if states.get(job) in ACTIVE_STATES | REQUEUE_STATES}
+    return states
