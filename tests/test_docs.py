@@ -148,3 +148,43 @@ def _row(section: str, label: str) -> list[str]:
 def _pp(fraction: float) -> str:
     """A difference of accuracies as the pages write it: percentage points with a real minus sign."""
     return f"{100 * fraction:+.2f} pp".replace("-", "−")
+
+
+def test_results_page_robustness_tables_match_the_committed_reports():
+    """Each recipe whose committed report has the robustness suite shows it on docs/results.md: per
+    metric, each arm's mean ± sd over seeds and each paired difference with its interval and verdict,
+    as report.json holds them; and the figures."""
+    text = (DOCS / "results.md").read_text(encoding="utf-8")
+    with_suite = [p for p in REPORTS if json.loads(p.read_text(encoding="utf-8")).get("robustness")]
+    for path in with_suite:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        rob, baseline = report["robustness"], report["baseline"]
+        section = _section(text, f"(`--recipe {report['recipe']}`)")
+        for figure in ("robustness.png", "cam.png"):
+            assert f"](results/{path.parent.name}/{figure})" in section, (path, figure)
+        others = [a for a in report["arms"] if a != baseline]
+        for metric in rob["metrics"]:
+            cells = _row(section, metric["label"])
+            pct = metric["unit"] == "pct"
+            assert cells[1 : 1 + len(report["arms"])] == [
+                _robustness_cell(rob["per_arm"][arm][metric["key"]], pct) for arm in report["arms"]
+            ], (path, metric["key"], cells)
+            for i, arm in enumerate(others):
+                paired = rob["paired"][arm][metric["key"]]
+                assert cells[1 + len(report["arms"]) + i] == _robustness_difference(paired, pct), (
+                    path,
+                    metric,
+                    cells,
+                )
+
+
+def _robustness_cell(d: dict, pct: bool) -> str:
+    return f"{100 * d['mean']:.2f}% ± {100 * d['std']:.2f}" if pct else f"{d['mean']:.4f} ± {d['std']:.4f}"
+
+
+def _robustness_difference(p: dict, pct: bool) -> str:
+    def show(x: float) -> str:
+        return (f"{100 * x:+.2f}" if pct else f"{x:+.4f}").replace("-", "−")
+
+    unit = " pp" if pct else ""
+    return f"{show(p['mean'])}{unit} [{show(p['low'])}, {show(p['high'])}]{unit}, {p['verdict']}"
