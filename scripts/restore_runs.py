@@ -58,12 +58,19 @@ def main(argv: list[str]) -> int:
         target.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "metrics.jsonl"):
             shutil.copyfile(source / name, target / name)
+        # The final weights and the robustness suite's cached results, where committed: compare
+        # --robustness then evaluates nothing again, and anyone can from the weights.
+        if (source / "model.safetensors").exists():
+            shutil.copyfile(source / "model.safetensors", target / "model.safetensors")
+        if (source / "robustness").is_dir():
+            shutil.copytree(source / "robustness", target / "robustness")
         config = replace(old, init=str((Path(out) / f"seed-{seed}" / "init.pt").resolve()))
         record = {"hash": config_hash(config), "options": hashed_options(config), "arm": arm, "seed": seed}
         atomic_write_json(target / RUN_RECORD, record)
         (target / "RESTORED.txt").write_text(
             f"Restored from the committed records in {source} by scripts/restore_runs.py:\n"
-            "config.json, metrics.jsonl and summary.json as the finished run wrote them; no checkpoint.\n",
+            "config.json, metrics.jsonl, summary.json (and model.safetensors and robustness/ where\n"
+            "committed) as the finished run wrote them; no checkpoint.\n",
             encoding="utf-8",
         )
         shutil.copyfile(source / "summary.json", target / "summary.json")  # last: marks the run finished

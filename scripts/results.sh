@@ -17,10 +17,10 @@ for recipe in seed fast; do
     -- --data "$DATA" --recipe "$recipe" || true
 done
 if [ "$which" = seed ] || [ "$which" = all ]; then
-  .venv/bin/cutmix compare --data "$DATA" --recipe seed --arms none,cutmix --seeds "${SEED_SEEDS:-1}" \
+  .venv/bin/cutmix compare --data "$DATA" --recipe seed --arms none,cutmix --seeds "${SEED_SEEDS:-3}" --robustness \
     --jobs "${JOBS:-2}" --out "$OUT/seed-recipe"
 fi
 if [ "$which" = fast ] || [ "$which" = all ]; then
-  .venv/bin/cutmix compare --data "$DATA" --recipe fast --arms none,cutmix --seeds "${FAST_SEEDS:-3}" \
+  .venv/bin/cutmix compare --data "$DATA" --recipe fast --arms none,cutmix --seeds "${FAST_SEEDS:-3}" --robustness \
     --jobs "${JOBS:-2}" --out "$OUT/fast-recipe"
 fi

@@ -370,8 +370,10 @@ def test_runs_restored_from_committed_records_still_count(finished, tmp_path):
     records = tmp_path / "records"
     for arm in ARMS:
         (records / "seed-0" / arm).mkdir(parents=True)
-        for name in ("config.json", "metrics.jsonl", "summary.json"):
+        for name in ("config.json", "metrics.jsonl", "summary.json", "model.safetensors"):
             shutil.copyfile(finished[1] / "seed-0" / arm / name, records / "seed-0" / arm / name)
+        (records / "seed-0" / arm / "robustness").mkdir()
+        (records / "seed-0" / arm / "robustness" / "robustness.json").write_text(f'{{"arm": "{arm}"}}')
     out = tmp_path / "restored"
     restore = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "restore_runs.py"), str(records), str(out), "--", *TINY,
@@ -383,6 +385,8 @@ def test_runs_restored_from_committed_records_still_count(finished, tmp_path):
     assert code == 0, stderr
     for arm in ARMS:
         assert not (out / "seed-0" / arm / "checkpoint.pt").exists()  # counted, not trained again
+        for name in ("model.safetensors", "robustness/robustness.json"):
+            assert (out / "seed-0" / arm / name).read_bytes() == (records / "seed-0" / arm / name).read_bytes()
     report = json.loads((out / "report.json").read_text())
     expected = json.loads((finished[1] / "report.json").read_text())
     assert {r["arm"]: r["test_acc"] for r in report["runs"]} == {
