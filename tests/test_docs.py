@@ -187,4 +187,4 @@ def _robustness_difference(p: dict, pct: bool) -> str:
         return (f"{100 * x:+.2f}" if pct else f"{x:+.4f}").replace("-", "−")
 
     unit = " pp" if pct else ""
-    return f"{show(p['mean'])}{unit} [{show(p['low'])}, {show(p['high'])}]{unit}, {p['verdict']}"
+    return f"{show(p['mean'])}{unit} [{show(p['low'])}, {show(p['high'])}], {p['verdict']}"

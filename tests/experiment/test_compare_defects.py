@@ -386,7 +386,9 @@ def test_runs_restored_from_committed_records_still_count(finished, tmp_path):
     for arm in ARMS:
         assert not (out / "seed-0" / arm / "checkpoint.pt").exists()  # counted, not trained again
         for name in ("model.safetensors", "robustness/robustness.json"):
-            assert (out / "seed-0" / arm / name).read_bytes() == (records / "seed-0" / arm / name).read_bytes()
+            assert (out / "seed-0" / arm / name).read_bytes() == (
+                records / "seed-0" / arm / name
+            ).read_bytes()
     report = json.loads((out / "report.json").read_text())
     expected = json.loads((finished[1] / "report.json").read_text())
     assert {r["arm"]: r["test_acc"] for r in report["runs"]} == {
