@@ -44,6 +44,36 @@ def test_pixel_model_sees_what_the_trainers_loader_feeds(normalize):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+class _Layout(torch.nn.Module):
+    """Records the memory layout of what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return x.mean((2, 3))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_pixel_model_gives_its_model_channels_last_pixels_whatever_it_is_given(normalize):
+    # Some corruptions return NCHW tensors; the conv kernels run those markedly slower on the CPU.
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    recorder = _Layout()
+    model = PixelModel(recorder, normalize)
+    with torch.no_grad():
+        nchw, last = model(x), model(x.contiguous(memory_format=torch.channels_last))
+    assert recorder.seen == [True, True]
+    assert torch.equal(nchw, last)
+    assert x.is_contiguous()  # the caller's tensor is not changed
+    mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        got = PixelModel(_model(), normalize)(x)
+        expected = _model()((x - mean) / std if normalize else x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("s", [0, 4, 12, 32])
 def test_occlusion_masks(s):
     centre, boundary = occlusion_mask(32, s, "center"), occlusion_mask(32, s, "boundary")
