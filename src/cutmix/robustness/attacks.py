@@ -40,8 +40,8 @@ def pixels(images: np.ndarray, device: torch.device | str) -> Tensor:
 
 
 class PixelModel(nn.Module):
-    """``model`` as a function of pixels in [0, 1]: ``model((x - mean) / std)`` when the run
-    normalised its inputs, else ``model(x)``. Returns the model's logits."""
+    """``model`` as a function of pixels ``(B, 3, H, W)`` in [0, 1]: ``model((x - mean) / std)`` when
+    the run normalised its inputs, else ``model(x)``, given channels-last. Returns the logits."""
 
     def __init__(self, model: nn.Module, normalize: bool) -> None:
         super().__init__()
@@ -51,8 +51,9 @@ class PixelModel(nn.Module):
         self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        # Channels-last pixels, the layout the trainer's loader and pixels() give: some corruptions
-        # return NCHW, which the CPU conv kernels ran ~1.4x slower on busy cores (2.4% of the suite idle).
+        # Channels-last pixels, as pixels() and the trainer's loader (channels_last, the default) give
+        # them: some perturbations return NCHW, which the CPU conv kernels ran slower (one busy-core
+        # timing of a 500-image batch: 3.4 s against 2.3 s).
         x = x.contiguous(memory_format=torch.channels_last)
         if self.normalize:
             x = (x - self.mean.to(x)) / self.std.to(x)
