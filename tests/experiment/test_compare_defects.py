@@ -182,6 +182,10 @@ COMMITTED_RUN_HASHES = {
     "fast-recipe/seed-2/none": "6edd0d0dbac119cce32218a921dc1265d289c0045b4962a26b79fcb295a0a429",
     "seed-recipe/seed-0/cutmix": "bed1f30186b91a88c65f0e034bf478bfb13ebfad61d538e97483f61062d18ac5",
     "seed-recipe/seed-0/none": "c025bb48678fce6129990e9242ed69bff9866553817585a6b1586935d983a8c2",
+    "seed-recipe/seed-1/cutmix": "aaf54e128b18e56d1cc3e0d52f4d57d89bc28e2bcba0d4bdb4024f5a013a5984",
+    "seed-recipe/seed-1/none": "ba5693a2d9dd4f7bf7129dd8f3533bcf46cdf74155a1b3a99854a251c0a214f7",
+    "seed-recipe/seed-2/cutmix": "6d1444281ff3c62186850c0d48773e7cdc4af5b53d8240a688917783b9723b12",
+    "seed-recipe/seed-2/none": "92b5b45d7049ed5a0b544bb725ae7f78522eed804080b922c3df0675589fff14",
 }
 
 
