@@ -180,6 +180,50 @@ def test_load_run_reads_the_files_and_names_a_broken_folder(tmp_path):
         load_run(run, "none", 0)
 
 
+def test_load_run_reads_the_machine_from_config_json_and_tolerates_its_absence(tmp_path):
+    run = tmp_path / "seed-0" / "none"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"test_acc": 0.5}))
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": 0.5}) + "\n")
+    assert load_run(run, "none", 0).hardware == {}  # a run without config.json
+    (run / "config.json").write_text("{not json")
+    assert load_run(run, "none", 0).hardware == {}
+    machine = {"processor": "AMD EPYC", "torch_threads": 1, "cpu_capability": "AVX2"}
+    (run / "config.json").write_text(json.dumps({"config": {}, "hardware": machine}))
+    assert load_run(run, "none", 0).hardware == machine
+
+
+def test_the_report_names_the_machine_of_each_run_apart_from_its_own():
+    """The report's own hardware line is the process that wrote it (compare, often with more threads
+    than its runs); each run's machine is listed too, grouped by kind, so a reader sees which runs
+    can be compared digit for digit."""
+    amd = {"processor": "AMD EPYC", "torch_threads": 1}
+    intel = {"processor": "Intel Xeon", "torch_threads": 1}
+    runs = all_runs()
+    for run in runs:
+        run.hardware = intel if run.seed == 2 else amd
+    report = summarize(runs, ["none", "cutmix"], CLASSES, META)
+    assert {(r["arm"], r["seed"]): r["hardware"] for r in report["runs"]} == {
+        (arm, seed): intel if seed == 2 else amd for arm in ("none", "cutmix") for seed in range(3)
+    }
+    text = render_markdown(report)
+    assert "- hardware: cpu_count: 2 (this report's process)" in text
+    lines = [line for line in text.splitlines() if line.startswith("- hardware of ")]
+    assert sorted(lines) == sorted([
+        "- hardware of none seed 0, cutmix seed 0, none seed 1, cutmix seed 1: processor: AMD EPYC, torch_threads: 1",
+        "- hardware of none seed 2, cutmix seed 2: processor: Intel Xeon, torch_threads: 1",
+    ])  # fmt: skip
+    for run in runs:
+        run.hardware = amd
+    text = render_markdown(summarize(runs, ["none", "cutmix"], CLASSES, META))
+    assert "- hardware of every run (6): processor: AMD EPYC, torch_threads: 1" in text
+    for run in runs:
+        run.hardware = {}
+    report = summarize(runs, ["none", "cutmix"], CLASSES, META)
+    assert all(r["hardware"] is None for r in report["runs"])
+    assert "- hardware of every run (6): not recorded" in render_markdown(report)
+
+
 NAN, INF = float("nan"), float("inf")
 
 

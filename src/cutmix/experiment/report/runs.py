@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,15 @@ CIFAR10_CLASSES = (
 
 @dataclass
 class RunRecord:
-    """One finished (or stopped) run: its arm, seed, folder, summary.json and metrics.jsonl lines."""
+    """One finished (or stopped) run: its arm, seed, folder, summary.json and metrics.jsonl lines, and
+    the machine it trained on (config.json's ``hardware``; empty when the run has no config.json)."""
 
     arm: str
     seed: int
     path: Path
     summary: dict[str, Any]
     metrics: list[dict[str, Any]]
+    hardware: dict[str, Any] = field(default_factory=dict)
 
 
 def load_run(path: str | Path, arm: str, seed: int) -> RunRecord:
@@ -40,7 +42,17 @@ def load_run(path: str | Path, arm: str, seed: int) -> RunRecord:
         raise UsageError(f"{path}: expected a finished run (summary.json, metrics.jsonl): {exc}") from exc
     if not metrics or "test_acc" not in summary:
         raise UsageError(f"{path}: expected a run with at least one epoch, got none")
-    return RunRecord(arm, seed, path, summary, metrics)
+    return RunRecord(arm, seed, path, summary, metrics, _run_hardware(path / "config.json"))
+
+
+def _run_hardware(path: Path) -> dict[str, Any]:
+    """config.json's ``hardware`` (processor, threads, SIMD level, ...), or {} where the file or the
+    entry is missing: the report then says it does not know, rather than refusing the run."""
+    try:
+        hardware = json.loads(path.read_text(encoding="utf-8")).get("hardware")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return hardware if isinstance(hardware, dict) else {}
 
 
 def is_cifar10_like(classes: Sequence[str], image_shape: Sequence[int]) -> bool:

@@ -131,6 +131,7 @@ def _run_row(run: RunRecord, base: str | Path | None) -> dict[str, Any]:
         "non_finite": non_finite_fields(run),
         **{k: run.summary.get(k) for k in RUN_FIELDS if k in run.summary},
         "diverged": diverged_reason(run),  # the trainer's verdict, or what the records show
+        "hardware": run.hardware or None,  # where this run trained: runs may differ from the report's
     }
 
 

@@ -324,10 +324,25 @@ def _provenance(report: dict[str, Any]) -> list[str]:
     return [
         *out,
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "- hardware: " + ", ".join(f"{k}: {v}" for k, v in hardware.items()),
+        "- hardware: " + ", ".join(f"{k}: {v}" for k, v in hardware.items()) + " (this report's process)",
+        *_runs_hardware(report.get("runs") or []),
         f"- git commit: {report.get('git_commit') or 'unknown'}",
         "",
     ]
+
+
+def _runs_hardware(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per machine kind the runs trained on (each run's config.json), naming its runs: a
+    comparison is a replay only among runs of one kind (rounding differs between kinds)."""
+    kinds: dict[str, list[str]] = {}
+    for run in runs:
+        hardware = run.get("hardware")
+        kind = ", ".join(f"{k}: {v}" for k, v in hardware.items()) if hardware else "not recorded"
+        kinds.setdefault(kind, []).append(f"{run['arm']} seed {run['seed']}")
+    if len(kinds) == 1:
+        ((kind, names),) = kinds.items()
+        return [f"- hardware of every run ({len(names)}): {kind}"]
+    return [f"- hardware of {', '.join(names)}: {kind}" for kind, names in kinds.items()]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
