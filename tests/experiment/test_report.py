@@ -224,6 +224,29 @@ def test_the_report_names_the_machine_of_each_run_apart_from_its_own():
     assert "- hardware of every run (6): not recorded" in render_markdown(report)
 
 
+def test_the_report_flags_a_seed_whose_arms_trained_on_different_kinds_of_machine():
+    """A paired difference is the arms' effect only when both runs of the seed did the same arithmetic;
+    another CPU, SIMD level or thread count moves the result by seed-noise amounts on its own."""
+    runs = all_runs()
+    for run in runs:
+        run.hardware = {"processor": "AMD EPYC", "cpu_capability": "AVX2", "torch_threads": 1, "cpu_count": 2}
+    report = summarize(runs, ["none", "cutmix"], CLASSES, META)
+    assert report["seeds_on_mixed_machines"] == []
+    assert "different kinds of machine" not in render_markdown(report)
+    for run in runs:
+        if run.arm == "cutmix" and run.seed == 1:
+            run.hardware = {**run.hardware, "cpu_count": 4}  # more cores, the same arithmetic
+        if run.arm == "cutmix" and run.seed == 2:
+            run.hardware = {**run.hardware, "processor": "Intel Xeon", "cpu_capability": "AVX512"}
+        if run.arm == "none" and run.seed == 0:
+            run.hardware = {**run.hardware, "torch_threads": 2}
+    report = summarize(runs, ["none", "cutmix"], CLASSES, META)
+    assert report["seeds_on_mixed_machines"] == [0, 2]
+    assert "- **seeds whose arms trained on different kinds of machine: 0, 2**;" in render_markdown(report)
+    runs[0].hardware = {}  # a run that records nothing is not counted as a mismatch
+    assert summarize(runs, ["none", "cutmix"], CLASSES, META)["seeds_on_mixed_machines"] == [2]
+
+
 NAN, INF = float("nan"), float("inf")
 
 

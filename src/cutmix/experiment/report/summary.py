@@ -135,6 +135,22 @@ def _run_row(run: RunRecord, base: str | Path | None) -> dict[str, Any]:
     }
 
 
+# The recorded hardware fields that change a run's float arithmetic: the CPU, the SIMD kernels torch
+# picked, its thread count (reductions split differently) and the GPU. cpu_count does not.
+ARITHMETIC_FIELDS = ("machine", "processor", "cpu_capability", "torch_threads", "gpu")
+
+
+def seeds_on_mixed_machines(runs: Sequence[RunRecord]) -> list[int]:
+    """The seeds whose runs did not all train on the same kind of machine (by ARITHMETIC_FIELDS): their
+    paired differences hold the machines' rounding as well as the arms' difference. Runs that record
+    no hardware are not compared."""
+    kinds: dict[int, set[tuple[Any, ...]]] = {}
+    for run in runs:
+        if run.hardware:
+            kinds.setdefault(run.seed, set()).add(tuple(run.hardware.get(k) for k in ARITHMETIC_FIELDS))
+    return sorted(seed for seed, seen in kinds.items() if len(seen) > 1)
+
+
 def _paired_by_arm(
     by_arm: dict[str, dict[int, RunRecord]],
     arms: Sequence[str],
@@ -202,6 +218,7 @@ def summarize(
         "seeds": sorted({r.seed for r in runs}),
         "classes": list(classes),
         "runs": [_run_row(r, base) for r in runs],
+        "seeds_on_mixed_machines": seeds_on_mixed_machines(runs),
         "per_arm": per_arm,
         "any_diverged": any_diverged,
         "any_non_finite": any(non_finite_fields(r) for r in runs),

@@ -320,15 +320,24 @@ def _provenance(report: dict[str, Any]) -> list[str]:
     if report.get("report_rebuilt_by"):
         out += [f"Rebuilt from the run folders by `{report['report_rebuilt_by']}`.", ""]
     versions = report.get("versions") or {}
-    hardware = report.get("hardware") or {}
+    mixed = ", ".join(map(str, report.get("seeds_on_mixed_machines") or []))
+    mixed_line = (
+        f"- **seeds whose arms trained on different kinds of machine: {mixed}**; their paired differences "
+        "include the machines' rounding, not only the arms' difference"
+    )
     return [
         *out,
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "- hardware: " + ", ".join(f"{k}: {v}" for k, v in hardware.items()) + " (this report's process)",
+        "- hardware: " + _hardware_text(report.get("hardware")) + " (this report's process)",
         *_runs_hardware(report.get("runs") or []),
+        *([mixed_line] if mixed else []),
         f"- git commit: {report.get('git_commit') or 'unknown'}",
         "",
     ]
+
+
+def _hardware_text(hardware: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in (hardware or {}).items())
 
 
 def _runs_hardware(runs: list[dict[str, Any]]) -> list[str]:
@@ -336,8 +345,7 @@ def _runs_hardware(runs: list[dict[str, Any]]) -> list[str]:
     comparison is a replay only among runs of one kind (rounding differs between kinds)."""
     kinds: dict[str, list[str]] = {}
     for run in runs:
-        hardware = run.get("hardware")
-        kind = ", ".join(f"{k}: {v}" for k, v in hardware.items()) if hardware else "not recorded"
+        kind = _hardware_text(run.get("hardware")) or "not recorded"
         kinds.setdefault(kind, []).append(f"{run['arm']} seed {run['seed']}")
     if len(kinds) == 1:
         ((kind, names),) = kinds.items()
