@@ -241,7 +241,7 @@ def test_the_committed_study_rebuilds_to_its_report(tmp_path):
         rebuilt = json.loads((copy / folder / "report.json").read_text())
         for key in ("report_rebuilt_by", "unfinished_runs"):
             rebuilt.pop(key)
-        rebuilt.pop("seeds_on_mixed_machines", None)  # added to reports after this one
+        rebuilt.pop("paired_across_machines", None)  # added to reports after this one
         for run in rebuilt.get("runs", []):  # each run's machine: added to reports after this one
             run.pop("hardware", None)
         assert rebuilt == json.loads((committed / folder / "report.json").read_text()), folder

@@ -224,27 +224,43 @@ def test_the_report_names_the_machine_of_each_run_apart_from_its_own():
     assert "- hardware of every run (6): not recorded" in render_markdown(report)
 
 
-def test_the_report_flags_a_seed_whose_arms_trained_on_different_kinds_of_machine():
+def test_the_report_flags_paired_runs_that_trained_on_different_kinds_of_machine():
     """A paired difference is the arms' effect only when both runs of the seed did the same arithmetic;
-    another CPU, SIMD level or thread count moves the result by seed-noise amounts on its own."""
-    runs = all_runs()
-    for run in runs:
-        run.hardware = {"processor": "AMD EPYC", "cpu_capability": "AVX2", "torch_threads": 1, "cpu_count": 2}
-    report = summarize(runs, ["none", "cutmix"], CLASSES, META)
-    assert report["seeds_on_mixed_machines"] == []
+    another architecture, CPU, SIMD level, thread count or GPU moves a run by itself."""
+    amd = {"machine": "x86_64", "processor": "AMD EPYC", "cpu_capability": "AVX2", "torch_threads": 1,
+           "cpu_count": 2}  # fmt: skip
+    runs = {(r.arm, r.seed): r for r in all_runs()}
+    runs.update({("mixup", seed): fake_run("mixup", seed, 0.5) for seed in range(3)})
+    for run in runs.values():
+        run.hardware = dict(amd)
+    arms = ["none", "cutmix", "mixup"]
+    report = summarize(list(runs.values()), arms, CLASSES, META)
+    assert report["paired_across_machines"] == {}
     assert "different kinds of machine" not in render_markdown(report)
-    for run in runs:
-        if run.arm == "cutmix" and run.seed == 1:
-            run.hardware = {**run.hardware, "cpu_count": 4}  # more cores, the same arithmetic
-        if run.arm == "cutmix" and run.seed == 2:
-            run.hardware = {**run.hardware, "processor": "Intel Xeon", "cpu_capability": "AVX512"}
-        if run.arm == "none" and run.seed == 0:
-            run.hardware = {**run.hardware, "torch_threads": 2}
-    report = summarize(runs, ["none", "cutmix"], CLASSES, META)
-    assert report["seeds_on_mixed_machines"] == [0, 2]
-    assert "- **seeds whose arms trained on different kinds of machine: 0, 2**;" in render_markdown(report)
-    runs[0].hardware = {}  # a run that records nothing is not counted as a mismatch
-    assert summarize(runs, ["none", "cutmix"], CLASSES, META)["seeds_on_mixed_machines"] == [2]
+    changes = {
+        ("cutmix", 0): {"torch_threads": 2},
+        ("cutmix", 1): {"cpu_count": 4},  # more cores, the same arithmetic
+        ("cutmix", 2): {"cpu_capability": "AVX512"},
+        ("mixup", 0): {"processor": "Intel Xeon"},
+        ("mixup", 1): {"machine": "aarch64"},
+        ("mixup", 2): {"gpu": ["H100"]},  # a GPU against none; any JSON value compares, hashable or not
+    }
+    for key, change in changes.items():
+        runs[key].hardware.update(change)
+    report = summarize(list(runs.values()), arms, CLASSES, META)
+    assert report["paired_across_machines"] == {"cutmix": [0, 2], "mixup": [0, 1, 2]}
+    text = render_markdown(report)
+    assert "- **cutmix − none, seed 0, 2: the two runs trained on different kinds of machine**" in text
+    assert "- **mixup − none, seed 0, 1, 2: the two runs trained" in text
+    # cpu_capability, which older runs lack, is not a difference when one lacks it; no hardware is not either.
+    del runs[("cutmix", 2)].hardware["cpu_capability"]
+    runs[("mixup", 0)].hardware = {}
+    assert summarize(list(runs.values()), arms, CLASSES, META)["paired_across_machines"] == {
+        "cutmix": [0], "mixup": [1, 2]}  # fmt: skip
+    # Against another baseline the pairs change: mixup seed 1 on aarch64 now differs from every arm.
+    report = summarize(list(runs.values()), arms, CLASSES, META, baseline="mixup")
+    assert report["paired_across_machines"] == {"none": [1, 2], "cutmix": [1, 2]}
+    assert summarize(list(runs.values()), arms, CLASSES, META, baseline=None)["paired_across_machines"] == {}
 
 
 NAN, INF = float("nan"), float("inf")

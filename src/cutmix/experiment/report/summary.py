@@ -7,6 +7,7 @@ stored as ``null``."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,20 +136,37 @@ def _run_row(run: RunRecord, base: str | Path | None) -> dict[str, Any]:
     }
 
 
-# The recorded hardware fields that change a run's float arithmetic: the CPU, the SIMD kernels torch
-# picked, its thread count (reductions split differently) and the GPU. cpu_count does not.
+# The recorded hardware fields that change a run's float arithmetic: the architecture, the CPU, the
+# SIMD kernels torch picked, its thread count (reductions split differently) and the GPU. cpu_count
+# and gpu_count do not.
 ARITHMETIC_FIELDS = ("machine", "processor", "cpu_capability", "torch_threads", "gpu")
 
 
-def seeds_on_mixed_machines(runs: Sequence[RunRecord]) -> list[int]:
-    """The seeds whose runs did not all train on the same kind of machine (by ARITHMETIC_FIELDS): their
-    paired differences hold the machines' rounding as well as the arms' difference. Runs that record
-    no hardware are not compared."""
-    kinds: dict[int, set[tuple[Any, ...]]] = {}
-    for run in runs:
-        if run.hardware:
-            kinds.setdefault(run.seed, set()).add(tuple(run.hardware.get(k) for k in ARITHMETIC_FIELDS))
-    return sorted(seed for seed, seen in kinds.items() if len(seen) > 1)
+def same_arithmetic(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two runs' recorded hardware agree on every ARITHMETIC_FIELDS entry (JSON-encoded, so
+    any recorded value compares). A missing ``gpu`` means none; ``cpu_capability``, which older
+    runs lack, is compared only where both record it."""
+    fields = [k for k in ARITHMETIC_FIELDS if k != "cpu_capability" or (k in a and k in b)]
+    return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in fields)
+
+
+def paired_across_machines(
+    by_arm: dict[str, dict[int, RunRecord]], baseline: str | None
+) -> dict[str, list[int]]:
+    """Per arm, the seeds whose run and the baseline's run of that seed trained on different kinds of
+    machine: those paired differences hold the machines' rounding as well as the arms' difference.
+    Runs that record no hardware are not compared; empty without a baseline."""
+    if baseline is None:
+        return {}
+    out = {}
+    for arm, runs in by_arm.items():
+        seeds = [seed for seed, run in sorted(runs.items())
+                 if arm != baseline and seed in by_arm[baseline] and run.hardware
+                 and by_arm[baseline][seed].hardware
+                 and not same_arithmetic(run.hardware, by_arm[baseline][seed].hardware)]  # fmt: skip
+        if seeds:
+            out[arm] = seeds
+    return out
 
 
 def _paired_by_arm(
@@ -218,12 +236,12 @@ def summarize(
         "seeds": sorted({r.seed for r in runs}),
         "classes": list(classes),
         "runs": [_run_row(r, base) for r in runs],
-        "seeds_on_mixed_machines": seeds_on_mixed_machines(runs),
         "per_arm": per_arm,
         "any_diverged": any_diverged,
         "any_non_finite": any(non_finite_fields(r) for r in runs),
         "baseline": baseline,
         "paired": _paired_by_arm(by_arm, arms, any_diverged, val, baseline),
+        "paired_across_machines": paired_across_machines(by_arm, baseline),
         "seed_reference": SEED_REFERENCE if show_reference else None,
     }
     return _strict(report)

@@ -320,23 +320,25 @@ def _provenance(report: dict[str, Any]) -> list[str]:
     if report.get("report_rebuilt_by"):
         out += [f"Rebuilt from the run folders by `{report['report_rebuilt_by']}`.", ""]
     versions = report.get("versions") or {}
-    mixed = ", ".join(map(str, report.get("seeds_on_mixed_machines") or []))
-    mixed_line = (
-        f"- **seeds whose arms trained on different kinds of machine: {mixed}**; their paired differences "
-        "include the machines' rounding, not only the arms' difference"
-    )
+    across = [
+        f"- **{arm} − {report['baseline']}, seed {', '.join(map(str, seeds))}: the two runs trained on "
+        "different kinds of machine**, so these paired differences include the machines' rounding as "
+        "well as the arms' difference"
+        for arm, seeds in (report.get("paired_across_machines") or {}).items()
+    ]
     return [
         *out,
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "- hardware: " + _hardware_text(report.get("hardware")) + " (this report's process)",
         *_runs_hardware(report.get("runs") or []),
-        *([mixed_line] if mixed else []),
+        *across,
         f"- git commit: {report.get('git_commit') or 'unknown'}",
         "",
     ]
 
 
 def _hardware_text(hardware: dict[str, Any] | None) -> str:
+    """A hardware dict as one line of text ("" for none)."""
     return ", ".join(f"{k}: {v}" for k, v in (hardware or {}).items())
 
 
