@@ -252,8 +252,9 @@ def test_the_report_flags_paired_runs_that_trained_on_different_kinds_of_machine
     text = render_markdown(report)
     assert "- **cutmix − none, seed 0, 2: the two runs trained on different kinds of machine**" in text
     assert "- **mixup − none, seed 0, 1, 2: the two runs trained" in text
-    # cpu_capability, which older runs lack, is not a difference when one lacks it; no hardware is not either.
+    # cpu_capability missing (older runs) or None is no difference; neither is no hardware at all.
     del runs[("cutmix", 2)].hardware["cpu_capability"]
+    runs[("none", 2)].hardware["cpu_capability"] = None  # a torch that cannot tell
     runs[("mixup", 0)].hardware = {}
     assert summarize(list(runs.values()), arms, CLASSES, META)["paired_across_machines"] == {
         "cutmix": [0], "mixup": [1, 2]}  # fmt: skip
@@ -261,6 +262,9 @@ def test_the_report_flags_paired_runs_that_trained_on_different_kinds_of_machine
     report = summarize(list(runs.values()), arms, CLASSES, META, baseline="mixup")
     assert report["paired_across_machines"] == {"none": [1, 2], "cutmix": [1, 2]}
     assert summarize(list(runs.values()), arms, CLASSES, META, baseline=None)["paired_across_machines"] == {}
+    # Runs of an arm the report does not show are not listed either.
+    assert summarize(list(runs.values()), ["none", "cutmix"], CLASSES, META)["paired_across_machines"] == {
+        "cutmix": [0]}  # fmt: skip
 
 
 NAN, INF = float("nan"), float("inf")

@@ -145,13 +145,13 @@ ARITHMETIC_FIELDS = ("machine", "processor", "cpu_capability", "torch_threads", 
 def same_arithmetic(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two runs' recorded hardware agree on every ARITHMETIC_FIELDS entry (JSON-encoded, so
     any recorded value compares). A missing ``gpu`` means none; ``cpu_capability``, which older
-    runs lack, is compared only where both record it."""
-    fields = [k for k in ARITHMETIC_FIELDS if k != "cpu_capability" or (k in a and k in b)]
+    runs lack and some torch builds cannot tell (None), is compared only where both record it."""
+    fields = [k for k in ARITHMETIC_FIELDS if k != "cpu_capability" or None not in (a.get(k), b.get(k))]
     return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in fields)
 
 
 def paired_across_machines(
-    by_arm: dict[str, dict[int, RunRecord]], baseline: str | None
+    by_arm: dict[str, dict[int, RunRecord]], arms: Sequence[str], baseline: str | None
 ) -> dict[str, list[int]]:
     """Per arm, the seeds whose run and the baseline's run of that seed trained on different kinds of
     machine: those paired differences hold the machines' rounding as well as the arms' difference.
@@ -159,8 +159,8 @@ def paired_across_machines(
     if baseline is None:
         return {}
     out = {}
-    for arm, runs in by_arm.items():
-        seeds = [seed for seed, run in sorted(runs.items())
+    for arm in arms:
+        seeds = [seed for seed, run in sorted(by_arm[arm].items())
                  if arm != baseline and seed in by_arm[baseline] and run.hardware
                  and by_arm[baseline][seed].hardware
                  and not same_arithmetic(run.hardware, by_arm[baseline][seed].hardware)]  # fmt: skip
@@ -241,7 +241,7 @@ def summarize(
         "any_non_finite": any(non_finite_fields(r) for r in runs),
         "baseline": baseline,
         "paired": _paired_by_arm(by_arm, arms, any_diverged, val, baseline),
-        "paired_across_machines": paired_across_machines(by_arm, baseline),
+        "paired_across_machines": paired_across_machines(by_arm, arms, baseline),
         "seed_reference": SEED_REFERENCE if show_reference else None,
     }
     return _strict(report)
