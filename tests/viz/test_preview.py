@@ -13,6 +13,7 @@ from cutmix.cli import main
 from cutmix.data import load_dataset
 from cutmix.training.config import resolve_config
 from cutmix.viz.preview import (
+    _grid_figure,
     config_preview_batch,
     describe_config,
     mix_title,
@@ -97,6 +98,19 @@ def test_write_preview_size_and_bad_mix(synthetic, tmp_path):
     with pytest.raises(ValueError, match="expected mix in"):
         write_preview(synthetic, tmp_path / "x.png", mix="blend")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_long_heading_is_wrapped_inside_the_picture():
+    # The fast recipe's description ran past both edges of the 800-pixel grid before it was wrapped.
+    heading = ("cifar10-jpeg: cutmix (alpha=1, p=0.5, partner permute), crop+flip, targets label-smoothed by "
+               "0.1, mixing off in the last 2 of 15 epochs; seed 0")  # fmt: skip
+    images = np.zeros((9, 32, 32, 3), dtype=np.float32)
+    fig = _grid_figure(images, ["x"] * 9, heading, fontsize=11)
+    renderer = fig.canvas.get_renderer()
+    (title,) = [text for text in fig.texts if text.get_text()]
+    box = title.get_window_extent(renderer)
+    assert "\n" in title.get_text() and title.get_text().replace("\n", " ") == heading
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
 
 
 # --------------------------------------------------------------------------- --out

@@ -12,9 +12,11 @@ that the weights do not show (its own class: "cat 1.00 (mixed with cat)"), or "c
 from __future__ import annotations
 
 import shutil
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +27,9 @@ from cutmix.ops import CutMix, Cutout, MixUp
 from cutmix.ops.params import MixParams
 from cutmix.runinfo import atomic_file, atomic_save_figure
 from cutmix.training.config import MIXES, TrainConfig
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # The mixing ops of the trainer (config.MIXES), the preview's default first and "none" last.
 PREVIEW_MIXES = (*(mix for mix in MIXES if mix != "none"), "none")
@@ -173,6 +178,15 @@ def write_preview(
 
 
 def _draw_grid(images: np.ndarray, titles: list[str], suptitle: str, out: Path, fontsize: int = 13) -> Path:
+    return atomic_save_figure(_grid_figure(images, titles, suptitle, fontsize), out, dpi=80)
+
+
+# Characters per heading line at 11-13 pt on the 800-pixel-wide grid; a recipe's full description
+# (mix, p, partner, crop, label smoothing, mixing-off epochs) is longer and would be cut at the edges.
+SUPTITLE_WIDTH = 95
+
+
+def _grid_figure(images: np.ndarray, titles: list[str], suptitle: str, fontsize: int = 13) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -185,9 +199,9 @@ def _draw_grid(images: np.ndarray, titles: list[str], suptitle: str, out: Path, 
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=11)
         ax.axis("off")
-    fig.suptitle(suptitle, fontsize=fontsize)
+    fig.suptitle(textwrap.fill(suptitle, SUPTITLE_WIDTH, break_on_hyphens=False), fontsize=fontsize)
     fig.tight_layout()
-    return atomic_save_figure(fig, out, dpi=80)
+    return fig
 
 
 def write_config_preview(dataset: Dataset, config: TrainConfig, out: Path, seed: int = 0) -> Path:
